@@ -57,7 +57,7 @@ def replay(
     from_version: Annotated[Optional[int], typer.Option(help="first Silver version, for a query with no Gold yet")] = None,
     to_version: Annotated[Optional[int], typer.Option(help="last Silver version to process (default: latest)")] = None,
     flush: Annotated[bool, typer.Option(help="emit still-open windows at the end")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as one JSON line, last on stdout")] = False,
 ) -> None:
     """Process a bounded range of Silver versions, commit closed windows to Gold, exit."""
     from goldstream.observability import setup_logging
@@ -149,7 +149,7 @@ def demo(
 
 def _print_summary(rows: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        typer.echo(json.dumps({"summary": rows}))  # one line: logs share stdout
         return
     for r in rows:
         typer.echo(

@@ -1,0 +1,3 @@
+from goldstream.cli import app
+
+app()
