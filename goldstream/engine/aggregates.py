@@ -39,8 +39,7 @@ class Aggregate:
     def finalize(self) -> pl.Expr:
         raise NotImplementedError
 
-    @property
-    def dtype(self) -> pl.DataType:
+    def dtype(self, input_schema: dict[str, pl.DataType]) -> pl.DataType:
         return pl.Float64()
 
 
@@ -57,8 +56,7 @@ class Count(Aggregate):
     def finalize(self) -> pl.Expr:
         return pl.col(self.p("n")).alias(self.name)
 
-    @property
-    def dtype(self) -> pl.DataType:
+    def dtype(self, input_schema: dict[str, pl.DataType]) -> pl.DataType:
         return pl.Int64()
 
 
@@ -107,13 +105,16 @@ class Max(Aggregate):
     column: str = ""
 
     def partial(self) -> list[pl.Expr]:
-        return [_f64(self.column).nan_max().alias(self.p("max"))]
+        return [pl.col(self.column).nan_max().alias(self.p("max"))]
 
     def merge(self) -> list[pl.Expr]:
         return [pl.col(self.p("max")).nan_max()]
 
     def finalize(self) -> pl.Expr:
         return pl.col(self.p("max")).alias(self.name)
+
+    def dtype(self, input_schema: dict[str, pl.DataType]) -> pl.DataType:
+        return input_schema.get(self.column, pl.Float64())  # Spark: min/max keep the input type
 
 
 @dataclass(frozen=True)
@@ -124,13 +125,16 @@ class Min(Aggregate):
     column: str = ""
 
     def partial(self) -> list[pl.Expr]:
-        return [_f64(self.column).min().alias(self.p("min"))]
+        return [pl.col(self.column).min().alias(self.p("min"))]
 
     def merge(self) -> list[pl.Expr]:
         return [pl.col(self.p("min")).min()]
 
     def finalize(self) -> pl.Expr:
         return pl.col(self.p("min")).alias(self.name)
+
+    def dtype(self, input_schema: dict[str, pl.DataType]) -> pl.DataType:
+        return input_schema.get(self.column, pl.Float64())  # Spark: min/max keep the input type
 
 
 @dataclass(frozen=True)
@@ -236,15 +240,15 @@ class AggregateSet:
     def merge(self) -> list[pl.Expr]:
         return [e for a in self.aggregates for e in a.merge()]
 
-    def finalize(self, frame: pl.DataFrame) -> pl.DataFrame:
+    def finalize(self, frame: pl.DataFrame, input_schema: dict[str, pl.DataType]) -> pl.DataFrame:
         """Finalize in declaration order, so a ratio can use outputs declared before it."""
         for agg in self.aggregates:
-            frame = frame.with_columns(agg.finalize().cast(agg.dtype))
+            frame = frame.with_columns(agg.finalize().cast(agg.dtype(input_schema)))
         return frame
 
     @property
     def names(self) -> list[str]:
         return [a.name for a in self.aggregates]
 
-    def output_schema(self) -> dict[str, pl.DataType]:
-        return {a.name: a.dtype for a in self.aggregates}
+    def output_schema(self, input_schema: dict[str, pl.DataType]) -> dict[str, pl.DataType]:
+        return {a.name: a.dtype(input_schema) for a in self.aggregates}

@@ -48,7 +48,7 @@ class WindowedAggregation:
     query: QuerySpec
     watermark_us: int = 0
     keep_late_rows: bool = False
-    key_types: dict[str, pl.DataType] = field(default_factory=dict)
+    input_schema: dict[str, pl.DataType] = field(default_factory=dict)
     windows: Windows = field(init=False)
     aggs: AggregateSet = field(init=False)
     state: pl.DataFrame | None = field(default=None, init=False)
@@ -166,7 +166,7 @@ class WindowedAggregation:
         hi = pl.min_horizontal(pl.col(_PANE), pl.lit(k_hi))
         contributing = self.state.filter(lo <= hi).with_columns(pl.int_ranges(lo, hi + 1).alias(_K)).explode(_K)
         merged = contributing.group_by([*self.keys, _K]).agg(*self.aggs.merge())
-        out = self.aggs.finalize(merged).select(
+        out = self.aggs.finalize(merged, self.input_schema).select(
             w.start(pl.col(_K)).cast(pl.Datetime("us", "UTC")).alias("window_start"),
             w.end(pl.col(_K)).cast(pl.Datetime("us", "UTC")).alias("window_end"),
             *self.keys,
@@ -180,6 +180,6 @@ class WindowedAggregation:
             "window_start": pl.Datetime("us", "UTC"),
             "window_end": pl.Datetime("us", "UTC"),
         }
-        schema.update({k: self.key_types.get(k, pl.String()) for k in self.keys})
-        schema.update(self.aggs.output_schema())
+        schema.update({k: self.input_schema.get(k, pl.String()) for k in self.keys})
+        schema.update(self.aggs.output_schema(self.input_schema))
         return pl.DataFrame(schema=schema)

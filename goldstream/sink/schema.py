@@ -18,7 +18,7 @@ def gold_frame_schema(query: QuerySpec, plan: ReadPlan) -> dict[str, pl.DataType
         "window_end": pl.Datetime("us", "UTC"),
     }
     schema.update({k: silver[k] for k in query.keys})
-    schema.update(AggregateSet.for_query(query).output_schema())
+    schema.update(AggregateSet.for_query(query).output_schema(silver))
     return schema
 
 

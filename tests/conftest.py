@@ -1,0 +1,25 @@
+"""Shared fixtures: the seed config, conformance cases, the real S3 server."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+@pytest.fixture(scope="session")
+def example_config() -> Path:
+    return ROOT / "config.example.toml"
+
+
+@pytest.fixture(autouse=True)
+def _no_goldstream_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests choose their own GOLDSTREAM_* overrides."""
+    for k in list(os.environ):
+        if k.startswith("GOLDSTREAM_"):
+            monkeypatch.delenv(k)
