@@ -104,6 +104,53 @@ def run(
     _guarded(go)
 
 
+@app.command()
+def status(
+    config: ConfigOpt,
+    silver: SilverOpt = None,
+    gold_root: GoldOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Per query: Silver latest version, version processed, lag, watermark, open windows."""
+    from goldstream.report import status as get_status
+
+    def go() -> None:
+        logging.basicConfig(level=logging.WARNING)
+        rows = get_status(_settings(config, silver, gold_root))
+        if as_json:
+            typer.echo(json.dumps(rows, indent=2))
+            return
+        for r in rows:
+            typer.echo(f"{r['query']} -> {r['gold']}")
+            for k, v in r.items():
+                if k not in ("query", "gold"):
+                    typer.echo(f"  {k:<28} {v}")
+
+    _guarded(go)
+
+
+@app.command()
+def show(
+    config: ConfigOpt,
+    gold_root: GoldOpt = None,
+    query: Annotated[Optional[str], typer.Option(help="only this query")] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 10,
+) -> None:
+    """Row counts of the Gold tables, the latest windows, the highest anomaly rates."""
+    import polars as pl
+
+    from goldstream.report import show as get_sections
+
+    def go() -> None:
+        sections = get_sections(_settings(config, None, gold_root), query=query, limit=limit)
+        with pl.Config(tbl_rows=limit + 2, tbl_cols=16, fmt_str_lengths=40, tbl_width_chars=200):
+            for title, frame in sections:
+                typer.echo(f"\n== {title}")
+                typer.echo(str(frame))
+
+    _guarded(go)
+
+
 @app.command("validate-config")
 def validate_config(config: Annotated[Path, typer.Argument(help="TOML configuration file")]) -> None:
     """Check a configuration file (and GOLDSTREAM_* overrides) without touching storage."""

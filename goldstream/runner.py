@@ -18,10 +18,11 @@ from typing import Any, Callable
 import polars as pl
 
 from goldstream.config import QuerySpec, Settings
-from goldstream.engine.state import VERSION, StepResult, WindowedAggregation
+from goldstream.engine.state import VERSION, WindowedAggregation
 from goldstream.errors import SourceError
 from goldstream.observability import ProgressReporter
 from goldstream.sink.gold import GoldSink
+from goldstream.sink.late import LateSink
 from goldstream.sink.offsets import Offsets
 from goldstream.source.reader import Batch, SilverSource
 from goldstream.storage import Storage
@@ -56,6 +57,8 @@ class QueryRun:
     processed: int  # Silver version processed through in memory
     stats: QueryStats = field(default_factory=QueryStats)
     last_batch_ms: float = 0.0
+    late_sink: LateSink | None = None
+    last_data_wall: float = field(default_factory=time.time)
 
     def offsets(self) -> Offsets:
         low = self.engine.oldest_version_in_state()
@@ -71,11 +74,12 @@ class Pipeline:
     """Silver source → one engine per query → one Gold sink per query."""
 
     def __init__(self, settings: Settings, storage: Storage | None = None,
-                 from_version: int | None = None) -> None:
+                 from_version: int | None = None, dry_run: bool = False) -> None:
         self.settings = settings
         self.storage = storage or Storage.from_env(settings.storage)
         self.source = SilverSource(settings.source, settings.queries, self.storage)
         self.from_version = from_version
+        self.dry_run = dry_run  # status: rebuild state, never write
         self.runs: list[QueryRun] = []
         self.cursor = 0
         self.progress = ProgressReporter(self.source.uri)
@@ -92,19 +96,22 @@ class Pipeline:
         self.source.open()
         assert self.source.plan is not None
         for q in self.settings.queries:
-            engine = WindowedAggregation(q, key_types=self.source.plan.polars_schema())
+            engine = WindowedAggregation(q, input_schema=self.source.plan.polars_schema(),
+                                         keep_late_rows=q.late_sink is not None)
             sink = GoldSink(self.settings.gold_path(q), q, gold_schema(q, self.source.plan), self.storage)
             offsets = sink.open()
             if offsets is not None:
-                engine.watermark_us = offsets.watermark_us
+                engine.restore(offsets.watermark_us)
                 run = QueryRun(q, engine, sink, offsets.low_version, offsets.version, offsets.version)
                 log.info("query %s resumes after Silver version %d (watermark %s, rebuilding from %d)",
-                         q.name, offsets.version, _fmt_us(offsets.watermark_us), offsets.low_version)
+                         q.name, offsets.version, fmt_us(offsets.watermark_us), offsets.low_version)
             else:
                 starting = self.from_version if self.from_version is not None else self.settings.source.starting_version
                 start = self.source.resolve_start(starting)
                 run = QueryRun(q, engine, sink, start, start - 1, start - 1)
                 log.info("query %s starts at Silver version %d", q.name, start)
+            if q.late_sink and not self.dry_run:
+                run.late_sink = LateSink(q.late_sink, q.resolved_app_id, self.storage)
             self.runs.append(run)
         self.cursor = min(r.rebuild_from for r in self.runs)
         self.ready = True
@@ -149,14 +156,20 @@ class Pipeline:
         st.rows_late += result.rows_late
         st.rows_null_time += result.rows_null_time
         st.skipped_change_commits += sum(1 for v in batch.skipped_changes if v > run.committed)
+        if result.rows_in:
+            run.last_data_wall = time.time()
+        if run.late_sink is not None:
+            run.late_sink.write(result.late, batch.last)
         if result.closed.height or batch.last - run.committed >= OFFSETS_EVERY_COMMITS:
-            self._commit(run, result.closed, result)
+            self._commit(run, result.closed)
         t_commit = time.perf_counter()
         durations = {**durations, "addBatch": (t_engine - t0) * 1000, "commitOffsets": (t_commit - t_engine) * 1000}
         run.last_batch_ms = sum(durations.values())
         self.progress.report(run, batch, result, durations, latest=self.source.latest_version)
 
-    def _commit(self, run: QueryRun, closed: pl.DataFrame, result: StepResult | None) -> None:
+    def _commit(self, run: QueryRun, closed: pl.DataFrame) -> None:
+        if self.dry_run:
+            return
         offsets = run.offsets()
         info = {
             "goldstream.query": run.query.name,
@@ -185,21 +198,43 @@ class Pipeline:
             for run in self.runs:
                 closed = run.engine.flush()
                 if closed.height or run.processed > run.committed:
-                    self._commit(run, closed, None)
+                    self._commit(run, closed)
         elif not self.stop_event.is_set():
             for run in self.runs:  # record how far we got, so a resume starts right after
                 if run.processed > run.committed:
-                    self._commit(run, run.engine.empty_output(), None)
+                    self._commit(run, run.engine.empty_output())
 
     def run_forever(self, poll_interval_s: float) -> None:
         """The daemon loop: poll, process what is new, commit, sleep; until stop_event."""
         while not self.stop_event.is_set():
             try:
                 did = self.step()
+                if not did:
+                    self._advance_idle_queries()
             finally:
                 self.last_iteration = time.monotonic()
             if not did:
                 self.stop_event.wait(poll_interval_s)
+
+    def _advance_idle_queries(self) -> None:
+        """Opt-in idle timeout (a departure from Spark): with no new Silver commit for
+        `idle_timeout`, event time is assumed to go on at wall-clock speed from the last
+        event seen, so the watermark moves and windows still close when traffic stops."""
+        now = time.time()
+        for run in self.runs:
+            timeout = run.query.idle_timeout
+            max_event = run.engine.max_event_time_us
+            if timeout is None or max_event is None:
+                continue
+            idle_s = now - run.last_data_wall
+            if idle_s < timeout.total_seconds():
+                continue
+            target = max_event + int(idle_s * 1e6) - run.engine.delay_us
+            closed = run.engine.advance_watermark(target)
+            if closed.height:
+                log.info("query %s idle for %.0fs: watermark advanced to %s, %d windows closed",
+                         run.query.name, idle_s, fmt_us(run.engine.watermark_us), closed.height)
+                self._commit(run, closed)
 
     def summary(self) -> list[dict[str, Any]]:
         return [
@@ -213,11 +248,11 @@ class Pipeline:
                 "windows_emitted": r.stats.windows_emitted,
                 "skipped_change_commits": r.stats.skipped_change_commits,
                 "silver_version": r.processed,
-                "watermark": _fmt_us(r.engine.watermark_us),
+                "watermark": fmt_us(r.engine.watermark_us),
             }
             for r in self.runs
         ]
 
 
-def _fmt_us(us: int) -> str:
+def fmt_us(us: int) -> str:
     return pl.Series([us]).cast(pl.Datetime("us", "UTC")).dt.to_string("%Y-%m-%dT%H:%M:%S%.3fZ")[0]

@@ -11,6 +11,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from s3_fixture import s3_server_fixture  # noqa: E402
+
+s3_server = pytest.fixture(scope="session")(s3_server_fixture)
+
 
 @pytest.fixture(scope="session")
 def example_config() -> Path:

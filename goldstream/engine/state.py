@@ -54,6 +54,7 @@ class WindowedAggregation:
     state: pl.DataFrame | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
+        self.max_event_time_us: int | None = None
         self.windows = Windows.from_spec(self.query.window)
         self.aggs = AggregateSet.for_query(self.query)
         self.delay_us = to_us(self.query.watermark_delay)
@@ -108,6 +109,7 @@ class WindowedAggregation:
             .with_columns(pl.col("__wm_after").shift(1, fill_value=wm_start).alias(_WM))
         )
         result.max_event_time_us = int(per_commit["__max"].max())  # type: ignore[arg-type]
+        self.max_event_time_us = max(self.max_event_time_us or result.max_event_time_us, result.max_event_time_us)
         wm_end = int(per_commit["__wm_after"][-1])
 
         pane = w.pane(pl.col(_TS))
@@ -132,6 +134,21 @@ class WindowedAggregation:
         result.watermark_us = wm_end
         result.closed = self._close(wm_start, wm_end)
         return result
+
+    def restore(self, watermark_us: int) -> None:
+        """Start from a committed watermark (state is then rebuilt by re-reading Silver)."""
+        self.watermark_us = watermark_us
+        if watermark_us > 0:
+            self.max_event_time_us = watermark_us + self.delay_us
+
+    def advance_watermark(self, watermark_us: int) -> pl.DataFrame:
+        """Move the watermark without new rows (idle timeout) and emit what that closes."""
+        watermark_us = (watermark_us // 1000) * 1000
+        if watermark_us <= self.watermark_us:
+            return self.empty_output()
+        closed = self._close(self.watermark_us, watermark_us)
+        self.watermark_us = watermark_us
+        return closed
 
     def flush(self) -> pl.DataFrame:
         """Emit every still-open window (end of a bounded replay with --flush)."""
