@@ -11,7 +11,7 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from goldstream.errors import GoldstreamError
+from goldstream.errors import ConfigError, GoldstreamError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Lightweight stream processor: Delta Silver → windowed aggregates → Delta Gold, exactly once.")
@@ -32,6 +32,13 @@ def _guarded(fn: Callable[[], Any]) -> Any:
         return fn()
     except GoldstreamError as err:
         _fail(err)
+    except Exception as err:
+        from goldstream.retry import storage_failure
+
+        failure = storage_failure(err, "storage")  # a storage error no loop caught (status, show)
+        if failure is None:
+            raise
+        _fail(failure)
 
 
 def _settings(config: Path, silver: str | None, gold_root: str | None):  # type: ignore[no-untyped-def]
@@ -85,19 +92,20 @@ def run(
     """Tail Silver forever: poll, process, commit, sleep. SIGTERM/SIGINT stop cleanly (exit 0)."""
     from goldstream.config import to_us
     from goldstream.observability import setup_logging
+    from goldstream.retry import FOREVER
     from goldstream.runner import Pipeline
 
     def go() -> None:
         settings = _settings(config, silver, gold_root)
         setup_logging(settings.log_level)
-        pipeline = Pipeline(settings)
+        pipeline = Pipeline(settings, retry=FOREVER)  # the daemon never exits on a transient error
         _install_stop_handlers(pipeline.stop_event.set)
         port = settings.server.http_port if http_port is None else http_port
         if port:
             from goldstream.server import start_http_server
 
-            start_http_server(pipeline, port)
-        pipeline.start()
+            start_http_server(pipeline, port, settings.server.http_host)
+        pipeline.start(wait_for_table=True)  # a missing Silver is waited for (replay fails instead)
         pipeline.run_forever(to_us(settings.source.poll_interval) / 1e6)
         log.info("stopped cleanly")
 
@@ -154,15 +162,28 @@ def show(
 @app.command("validate-config")
 def validate_config(config: Annotated[Path, typer.Argument(help="TOML configuration file")]) -> None:
     """Check a configuration file (and GOLDSTREAM_* overrides) without touching storage."""
+    import os
+
+    from goldstream.config import format_duration as fmt
     from goldstream.config import load_settings
 
     def go() -> None:
-        settings = load_settings(config)
+        settings = load_settings(config)  # pydantic only: no storage client is created
+        src, srv = settings.source, settings.server
+        typer.echo(f"source {src.path}: starting at {src.starting_version}, poll every {fmt(src.poll_interval)}, "
+                   f"at most {src.max_commits_per_batch} commits / {src.max_files_per_batch} files / "
+                   f"{src.max_rows_per_batch} rows per batch")
         for q in settings.queries:
             w = q.window
-            typer.echo(f"query {q.name}: {w.kind} window {w.size}, slide {w.slide_value}, watermark delay "
-                       f"{q.watermark_delay}, keys {q.keys}, {len(q.aggregates)} aggregates -> {settings.gold_path(q)}")
-        typer.echo(f"{config}: OK")
+            slide = f" every {fmt(w.slide_value)}" if w.kind == "sliding" else ""
+            typer.echo(f"query {q.name}: {w.kind} window {fmt(w.size)}{slide}, watermark delay "
+                       f"{fmt(q.watermark_delay)}, keys {q.keys}, {len(q.aggregates)} aggregates -> {settings.gold_path(q)}")
+        typer.echo(f"server: {'off' if not srv.http_port else f'{srv.http_host}:{srv.http_port}'}; "
+                   f"log level {settings.log_level}")
+        overrides = sorted(k for k in os.environ if k.upper().startswith("GOLDSTREAM_"))
+        if overrides:
+            typer.echo("environment overrides: " + ", ".join(overrides))
+        typer.echo(f"{config}: OK (storage not contacted)")
 
     _guarded(go)
 
@@ -186,12 +207,29 @@ def generate_silver(
 
 @app.command()
 def demo(
-    workdir: Annotated[Path, typer.Option(help="workspace for the demo tables")] = Path("goldstream-demo"),
+    workdir: Annotated[Path, typer.Option(help="workspace for the demo tables (its old demo tables are replaced)")]
+    = Path("goldstream-demo"),
+    data: Annotated[str, typer.Option(help="auto (real OpenSky data, synthetic until it is ready), opensky, synthetic")]
+    = "auto",
+    commit_every: Annotated[float, typer.Option(min=0.01, help="wall seconds between Silver commits (10 s of event time each)")]
+    = 0.15,
+    duration: Annotated[Optional[float], typer.Option(min=0, help="stop after this many seconds")] = None,
+    max_commits: Annotated[Optional[int], typer.Option(min=1, help="stop after this many Silver commits are processed")]
+    = None,
+    plain: Annotated[Optional[bool], typer.Option("--plain/--live", help="plain lines or the live view "
+                                                  "(default: live view on a terminal)", show_default=False)] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="where the traffic wheel and its conversion are cached "
+                                                      "(default ~/.cache/goldstream)")] = None,
 ) -> None:
-    """Generate a synthetic Silver, replay both seed queries, print the latest Gold windows."""
-    from goldstream.demo import run_demo
+    """Stream real OpenSky traffic into Silver, run both seed queries live, show the Gold windows."""
+    from goldstream.demo import DemoOptions, run_demo
 
-    _guarded(lambda: run_demo(workdir))
+    if data not in ("auto", "opensky", "synthetic"):
+        _fail(ConfigError(f"--data {data!r}: use auto, opensky or synthetic"))
+    opts = DemoOptions(workdir=workdir, data=data, commit_every_s=commit_every,  # type: ignore[arg-type]
+                       duration_s=duration, max_commits=max_commits, cache_dir=cache_dir,
+                       live=None if plain is None else not plain)
+    raise typer.Exit(_guarded(lambda: run_demo(opts)) or 0)
 
 
 def _print_summary(rows: list[dict[str, Any]], as_json: bool) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -36,17 +37,23 @@ from goldstream.errors import ConfigError
 
 _UNITS_US = {"us": 1, "ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000, "d": 86_400_000_000}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(us|ms|s|m|h|d)")
+_DURATION_HINT = "use a number with a unit us, ms, s, m, h or d (e.g. '5s', '1m30s', '500ms')"
 
 
 def parse_duration(value: Any) -> timedelta:
-    """Parse "5s", "1m30s", "500ms", "2h" (or a number of seconds) into a timedelta."""
+    """Parse "5s", "1m30s", "500ms", "2h" (or a number of seconds) into a timedelta.
+
+    A leading minus is parsed (not rejected as a typo) so that the field's own rule can
+    say "must not be negative" instead of a vaguer "invalid duration"."""
     if isinstance(value, timedelta):
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return timedelta(seconds=value)
     if not isinstance(value, str):
-        raise ValueError(f"expected a duration such as '5s', '1m' or '500ms', got {value!r}")
+        raise ValueError(f"expected a duration, got {value!r}: {_DURATION_HINT}")
     text = value.strip().replace(" ", "")
+    sign = -1 if text.startswith("-") else 1
+    text = text.removeprefix("-")
     pos, total_us = 0, 0.0
     for m in _DURATION_PART.finditer(text):
         if m.start() != pos:
@@ -54,18 +61,27 @@ def parse_duration(value: Any) -> timedelta:
         total_us += float(m.group(1)) * _UNITS_US[m.group(2)]
         pos = m.end()
     if pos != len(text) or not text:
-        raise ValueError(
-            f"invalid duration {value!r}: use a number with a unit us, ms, s, m, h or d (e.g. '5s', '1m30s')"
-        )
-    return timedelta(microseconds=round(total_us))
+        raise ValueError(f"invalid duration {value!r}: {_DURATION_HINT}")
+    return timedelta(microseconds=sign * round(total_us))
 
 
 def format_duration(td: timedelta) -> str:
     us = int(td / timedelta(microseconds=1))
+    sign, us = ("-", -us) if us < 0 else ("", us)
     for unit in ("d", "h", "m", "s", "ms"):
         if us and us % _UNITS_US[unit] == 0:
-            return f"{us // _UNITS_US[unit]}{unit}"
-    return f"{us}us"
+            return f"{sign}{us // _UNITS_US[unit]}{unit}"
+    return f"{sign}{us}us"
+
+
+def _require(td: timedelta | None, name: str, *, positive: bool) -> None:
+    """Raise the rule a duration field breaks, in the config's own notation."""
+    if td is None:
+        return
+    if positive and td <= timedelta(0):
+        raise ValueError(f"{name} must be positive, got {format_duration(td)}")
+    if td < timedelta(0):
+        raise ValueError(f"{name} must not be negative, got {format_duration(td)}")
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration)]
@@ -95,7 +111,8 @@ class WindowSpec(_Strict):
                 raise ValueError("a tumbling window has no slide (or slide equal to size); use kind = 'sliding'")
         else:
             if self.slide is None or self.slide <= timedelta(0):
-                raise ValueError("a sliding window needs a positive slide")
+                shown = "none" if self.slide is None else format_duration(self.slide)
+                raise ValueError(f"a sliding window needs a positive slide, got {shown}")
             if to_us(self.size) % to_us(self.slide) != 0:
                 raise ValueError(
                     f"window size {format_duration(self.size)} must be a multiple of slide {format_duration(self.slide)}"
@@ -160,14 +177,32 @@ class QuerySpec(_Strict):
     gold_path: str | None = None
     late_sink: str | None = None
     idle_timeout: Duration | None = None
+    # Opt-in departure from Spark: rows whose event time is more than this ahead of the
+    # time their Silver commit was written are refused (late sink, counted as late)
+    # instead of moving the watermark. Overrides [source] max_event_time_skew.
+    max_event_time_skew: Duration | None = None
+    # A Gold table that another application id already wrote to is refused unless this is
+    # true (e.g. several streams deliberately appending to one table).
+    allow_foreign_gold: bool = False
 
     @field_validator("watermark_delay")
     @classmethod
     def _non_negative(cls, v: timedelta) -> timedelta:
-        if v < timedelta(0):
-            raise ValueError(f"watermark_delay must not be negative, got {v}")
+        _require(v, "watermark_delay", positive=False)
         if to_us(v) % 1000 != 0:
             raise ValueError("watermark_delay must be whole milliseconds")
+        return v
+
+    @field_validator("idle_timeout")
+    @classmethod
+    def _positive_idle(cls, v: timedelta | None) -> timedelta | None:
+        _require(v, "idle_timeout", positive=True)
+        return v
+
+    @field_validator("max_event_time_skew")
+    @classmethod
+    def _skew(cls, v: timedelta | None) -> timedelta | None:
+        _require(v, "max_event_time_skew", positive=False)
         return v
 
     @model_validator(mode="after")
@@ -249,12 +284,30 @@ class SourceSpec(_Strict):
     max_files_per_batch: Annotated[int, Field(ge=1)] = 1000
     max_rows_per_batch: Annotated[int, Field(ge=1)] = 5_000_000
     skip_change_commits: bool = False
+    # `run` waits this long for a missing Silver table to appear ("0s": forever), logging
+    # every 30 s; `replay` never waits. A typo in the path then shows up in
+    # the logs instead of a crash loop, and a stream can be deployed before its source.
+    wait_for_table_timeout: Duration = timedelta(0)
+    # Default for every query's max_event_time_skew (see QuerySpec).
+    max_event_time_skew: Duration | None = None
 
     @field_validator("starting_version")
     @classmethod
     def _non_negative_version(cls, v: Any) -> Any:
         if isinstance(v, int) and v < 0:
-            raise ValueError("starting_version must not be negative")
+            raise ValueError(f"starting_version must not be negative, got {v}")
+        return v
+
+    @field_validator("poll_interval")
+    @classmethod
+    def _positive_poll(cls, v: timedelta) -> timedelta:
+        _require(v, "poll_interval", positive=True)
+        return v
+
+    @field_validator("wait_for_table_timeout", "max_event_time_skew")
+    @classmethod
+    def _non_negative_durations(cls, v: timedelta | None, info: Any) -> timedelta | None:
+        _require(v, info.field_name, positive=False)
         return v
 
 
@@ -272,6 +325,7 @@ class StorageSpec(_Strict):
 
 class ServerSpec(_Strict):
     http_port: Annotated[int, Field(ge=0, le=65535)] = 9108
+    http_host: str = "0.0.0.0"  # all interfaces, for probes in a pod; 127.0.0.1 keeps it local
     health_stale_factor: Annotated[float, Field(gt=1)] = 5.0
 
 
@@ -300,12 +354,26 @@ class Settings(BaseSettings):
                 raise ValueError(f"queries: the name {q.name!r} is used twice; query names must be unique")
             seen[q.name] = q.name
         paths: dict[str, str] = {}
+        silver = self.source.path.rstrip("/")
         for q in self.queries:
-            p = self.gold_path(q).rstrip("/")
-            if p in paths:
-                raise ValueError(f"queries {paths[p]!r} and {q.name!r} write the same Gold table {p}; give each its own")
-            paths[p] = q.name
+            for p, what in ((self.gold_path(q).rstrip("/"), "Gold table"), ((q.late_sink or "").rstrip("/"), "late sink")):
+                if not p:
+                    continue
+                if p in paths:
+                    raise ValueError(
+                        f"queries: {paths[p]} and query {q.name!r} ({what}) write the same table {p}; "
+                        "every Gold table and late sink needs its own path (set gold_path / late_sink)"
+                    )
+                if p == silver:
+                    raise ValueError(f"queries: the {what} of query {q.name!r} is the Silver table {p} itself")
+                paths[p] = f"query {q.name!r} ({what})"
         return self
+
+    def max_event_time_skew(self, query: QuerySpec) -> timedelta | None:
+        """The query's own skew bound, else the [source] default (None: off, Spark's behaviour)."""
+        if query.max_event_time_skew is not None:
+            return query.max_event_time_skew
+        return self.source.max_event_time_skew
 
     def gold_path(self, query: QuerySpec) -> str:
         return query.gold_path or f"{self.sink.gold_root.rstrip('/')}/{query.name}"
@@ -331,13 +399,16 @@ _TOML_PATH: Path | None = None
 def _describe(err: ValidationError, path: Path) -> str:
     lines = [f"invalid configuration in {path}:"]
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        loc = ".".join(str(p) for p in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
         value = e.get("input")
         shown = "" if isinstance(value, (dict, list)) else f" (value: {value!r})"
+        env_name = "GOLDSTREAM_" + "__".join(str(p).upper() for p in e["loc"])
+        if e["loc"] and all(isinstance(p, str) for p in e["loc"]) and env_name in os.environ:
+            shown += f" (set by environment variable {env_name})"  # the file may look right
         if e["type"] == "extra_forbidden":
             msg = "unknown field; check the spelling against config.example.toml"
-        lines.append(f"  - {loc}: {msg}{shown}")
+        lines.append(f"  - {loc}: {msg}{shown}" if loc else f"  - {msg}")
     lines.append("Fix the file or the GOLDSTREAM_* environment variable named by the field.")
     return "\n".join(lines)
 

@@ -1,37 +1,432 @@
-"""`goldstream demo`: generate a Silver table, replay both seed queries, show Gold.
+"""`goldstream demo`: real OpenSky traffic fed to Silver as a live stream, both seed
+queries running on the real Pipeline, and their Gold windows on screen.
 
-(The live Rich view over real OpenSky data replaces this in the demo issue.)
+What happens:
+
+1. A workspace (default `./goldstream-demo`) gets a Silver table per data set, a Gold
+   root, a `config.toml` (the packaged example config pointed at them, so
+   `goldstream show/status/replay --config goldstream-demo/config.toml` work afterwards)
+   and `demo.log` (the JSON progress records).
+2. Data: the `quickstart` sample of the `traffic==2.13` wheel (real ADS-B state vectors
+   over Paris, see `goldstream.opensky`). Converting it takes seconds and the first
+   download more, so the converted rows are cached as Parquet next to the wheel and,
+   while they are not ready, the stream starts on synthetic data (`goldstream.synth`)
+   and switches to the real data as soon as it is: windows are on screen within a few
+   seconds even on a fresh install. If the wheel cannot be had (offline, no index) the
+   demo stays on synthetic data and says why.
+3. A writer thread appends one Silver commit per 10 s of event time — what an ingestion
+   job with a 10 s trigger commits — every `commit_every` seconds of wall time
+   (time compressed ~70×); the first `HISTORY_COMMITS` are written before the stream
+   starts, so the first 1-minute windows close at once.
+4. The main thread runs the Pipeline (`step()` + a short poll, as `run_forever` does) and
+   refreshes the view (`goldstream.demo_view`) between batches; Ctrl+C stops cleanly.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import re
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
-from deltalake import DeltaTable
 
-from goldstream.config import load_settings, with_overrides
-from goldstream.runner import Pipeline
-from goldstream.synth import generate_silver
+from goldstream.errors import ConfigError, SourceError
+
+if TYPE_CHECKING:
+    from goldstream.runner import Pipeline
+
+log = logging.getLogger(__name__)
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parent / "example_config.toml"
+DEFAULT_WORKDIR = Path("goldstream-demo")
+MARKER = ".goldstream-demo"
+COMMIT_SECONDS = 10.0  # event time per Silver commit
+HISTORY_COMMITS = 20  # > 3 min: the first country_stats windows (1 min + 2 min delay) close at once
+SYNTH_COMMITS = 1080  # 3 h, like the real sample
+SYNTH_ROWS_PER_COMMIT = 300  # close to the real sample's ~263 rows per 10 s
+SYNTH_SEED = 7
+OPENSKY_PARQUET = "opensky-quickstart-silver-v1.parquet"  # bump when the conversion changes
+
+DataChoice = Literal["auto", "opensky", "synthetic"]
 
 
-def run_demo(workdir: Path) -> None:
+@dataclass(frozen=True)
+class DemoOptions:
+    workdir: Path = DEFAULT_WORKDIR
+    data: DataChoice = "auto"
+    commit_every_s: float = 0.15
+    poll_interval_s: float = 0.05
+    duration_s: float | None = None
+    max_commits: int | None = None
+    cache_dir: Path | None = None
+    live: bool | None = None  # None: a Rich live view on a terminal, plain lines otherwise
+
+
+@dataclass
+class DataSet:
+    """A commit-by-commit Silver history to feed."""
+
+    name: Literal["opensky", "synthetic"]
+    title: str  # shown in the view's header
+    frames: Iterator[pl.DataFrame]
+    total_commits: int | None
+
+
+# -- data ---------------------------------------------------------------------------------
+
+
+def synthetic_dataset() -> DataSet:
+    from goldstream.synth import synth_commit_frames
+
+    return DataSet("synthetic", f"synthetic OpenSky-like traffic (goldstream.synth, seed {SYNTH_SEED}: late rows, nulls, anomalies)",
+                   synth_commit_frames(SYNTH_COMMITS, SYNTH_ROWS_PER_COMMIT, SYNTH_SEED, commit_interval_s=COMMIT_SECONDS),
+                   SYNTH_COMMITS)
+
+
+def opensky_dataset(states: pl.DataFrame) -> DataSet:
+    from goldstream.opensky import opensky_commit_frames
+
+    frames = list(opensky_commit_frames(states, COMMIT_SECONDS))
+    ts = states.get_column("event_timestamp")
+    span_h = (ts.max() - ts.min()).total_seconds() / 3600  # type: ignore[operator, union-attr]
+    day = ts.min().strftime("%Y-%m-%d")  # type: ignore[union-attr]
+    return DataSet("opensky", f"OpenSky: {states.height:,} real state vectors, {span_h:.0f} h over Paris on {day} "
+                              "(traffic 2.13 sample)", iter(frames), len(frames))
+
+
+class OpenSkyLoader:
+    """Gets the real sample as Silver rows: from the Parquet cache if present, else by
+    downloading the wheel (pip) and converting it, in a background thread so the stream
+    can start meanwhile. `error` says why it failed (offline, no index, corrupt wheel)."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.cache_dir = cache_dir
+        self.cache_file = cache_dir / OPENSKY_PARQUET
+        self.states: pl.DataFrame | None = None
+        self.error: str | None = None
+        self.stage = "starting"
+        self.done = threading.Event()
+        self.t0 = time.monotonic()
+        self.seconds: float | None = None
+
+    def load_cached(self) -> bool:
+        """Use the cached conversion if it is there and sound (fast: ~0.1 s)."""
+        from goldstream.synth import SILVER_SCHEMA
+
+        if not self.cache_file.is_file():
+            return False
+        try:
+            states = pl.read_parquet(self.cache_file)
+        except Exception as err:  # noqa: BLE001 - a broken cache is rebuilt, never fatal
+            log.warning("ignoring unreadable OpenSky cache %s: %s", self.cache_file, err)
+            return False
+        if states.schema != SILVER_SCHEMA or states.height == 0:
+            return False
+        self._finish(states)
+        return True
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="goldstream-demo-opensky", daemon=True).start()
+
+    def _run(self) -> None:
+        from goldstream.opensky import TRAFFIC_REQUIREMENT, fetch_traffic_wheel, load_opensky_states
+
+        try:
+            cached = self.cache_dir.is_dir() and any(self.cache_dir.glob("traffic-2.13-*.whl"))
+            self.stage = "reading the traffic 2.13 wheel" if cached else f"downloading {TRAFFIC_REQUIREMENT} (28 MB) with pip"
+            wheel = fetch_traffic_wheel(self.cache_dir)  # returns the cached wheel at once if there is one
+            self.stage = "converting 284,505 state vectors to Silver"
+            states = load_opensky_states(wheel)
+            tmp = self.cache_file.with_suffix(".tmp")
+            states.write_parquet(tmp)
+            tmp.replace(self.cache_file)  # atomic: a killed demo never leaves half a cache
+            self._finish(states)
+        except Exception as err:  # noqa: BLE001 - any failure means: use synthetic data
+            self.error = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            log.warning("real OpenSky data unavailable, using synthetic data: %s", err)
+            self.done.set()
+
+    def _finish(self, states: pl.DataFrame) -> None:
+        self.states = states
+        self.seconds = time.monotonic() - self.t0
+        self.done.set()
+
+
+# -- the Silver writer ----------------------------------------------------------------------
+
+
+class SilverFeeder:
+    """Appends one Delta commit per frame to Silver, paced in wall time, in its own thread."""
+
+    def __init__(self, uri: Path, data: DataSet, every_s: float, limit: int | None) -> None:
+        self.uri = uri
+        self.data = data
+        self.every_s = every_s
+        self.limit = limit
+        self.written = 0
+        self.rows = 0
+        self.exhausted = False
+        self.error: BaseException | None = None
+        self.stop_event = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    @property
+    def last_version(self) -> int:
+        return self.written - 1
+
+    @property
+    def finished(self) -> bool:
+        """No commit will come any more (data exhausted, limit reached, or stopped)."""
+        return self.exhausted or (self.limit is not None and self.written >= self.limit)
+
+    def write(self, n: int) -> None:
+        """Write up to `n` commits now (the history that exists before the stream starts)."""
+        for _ in range(n):
+            if self.finished or not self._write_one():
+                return
+
+    def _write_one(self) -> bool:
+        from deltalake import write_deltalake
+
+        frame = next(self.data.frames, None)
+        if frame is None:
+            self.exhausted = True
+            return False
+        write_deltalake(str(self.uri), frame.to_arrow(), mode="append")
+        self.written += 1
+        self.rows += frame.height
+        return True
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, name="goldstream-demo-feeder", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        t0 = time.monotonic()
+        k = 0
+        try:
+            while not self.finished:
+                k += 1
+                if self.stop_event.wait(max(0.0, t0 + k * self.every_s - time.monotonic())):
+                    return
+                if not self._write_one():
+                    return
+        except BaseException as err:  # noqa: BLE001 - reported by the main loop
+            self.error = err
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.thread is not None:
+            self.thread.join()
+
+
+# -- workspace ------------------------------------------------------------------------------
+
+
+def prepare_workdir(workdir: Path) -> None:
+    """Create the workspace, or clear the tables of a previous demo run in it (only ours)."""
+    if workdir.exists() and not workdir.is_dir():
+        raise ConfigError(f"demo workspace {workdir} is a file; choose another --workdir")
+    if workdir.is_dir() and any(workdir.iterdir()) and not (workdir / MARKER).exists():
+        raise ConfigError(
+            f"{workdir} exists and was not created by `goldstream demo`; refusing to delete anything "
+            "in it. Choose another --workdir (or remove that directory)."
+        )
     workdir.mkdir(parents=True, exist_ok=True)
-    silver, gold = workdir / "silver", workdir / "gold"
-    if not (silver / "_delta_log").is_dir():
-        generate_silver(str(silver), commits=60, rows_per_commit=2000, seed=7)
-    settings = with_overrides(load_settings(EXAMPLE_CONFIG), silver=str(silver), gold_root=str(gold))
-    pipeline = Pipeline(settings)
-    pipeline.start()
-    pipeline.replay()
-    for row in pipeline.summary():
-        print(f"{row['query']}: {row['rows_in']} rows in, {row['rows_late']} late, "
-              f"{row['windows_emitted']} windows emitted, watermark {row['watermark']}")
-    for q in settings.queries:
-        df = pl.from_arrow(DeltaTable(settings.gold_path(q)).to_pyarrow_table())
-        assert isinstance(df, pl.DataFrame)
-        print(f"\n{q.name}: {df.height} rows in {settings.gold_path(q)}; latest windows:")
-        with pl.Config(tbl_rows=10, tbl_cols=8):
-            print(df.sort(["window_end", q.aggregates[0].name], descending=True).head(10))
+    (workdir / MARKER).write_text("created by `goldstream demo`; its tables are replaced on the next run\n")
+    for sub in ("opensky", "synthetic"):
+        shutil.rmtree(workdir / sub, ignore_errors=True)
+
+
+def write_config(workdir: Path, silver: Path, gold: Path, poll_interval_s: float) -> Path:
+    """The packaged example config, pointed at this workspace (absolute paths)."""
+    text = EXAMPLE_CONFIG.read_text()
+    edits = {
+        "path": json.dumps(str(silver.resolve())),
+        "gold_root": json.dumps(str(gold.resolve())),
+        "poll_interval": json.dumps(f"{round(poll_interval_s * 1000)}ms"),
+        "http_port": "0",
+    }
+    for key, value in edits.items():
+        text, n = re.subn(rf"^{key}\s*=\s*\S+", f"{key} = {value}", text, count=1, flags=re.M)
+        if n != 1:
+            raise ConfigError(f"{EXAMPLE_CONFIG} has no `{key} = ...` line to point at the demo workspace")
+    path = workdir / "config.toml"
+    path.write_text("# Written by `goldstream demo`: the seed queries over this workspace.\n" + text)
+    return path
+
+
+def _log_to_file(path: Path) -> None:
+    """Progress records go to demo.log (JSON lines), not over the live view."""
+    from goldstream.observability import JsonFormatter
+
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+# -- the demo -------------------------------------------------------------------------------
+
+
+def process_start_monotonic() -> float:
+    """When this process started, on the `time.monotonic()` clock (Linux: from /proc), so
+    "first windows after N s" counts the interpreter and import time a user waits too."""
+    import os
+
+    try:
+        with open("/proc/self/stat") as fh:
+            start_ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as fh:
+            uptime_s = float(fh.read().split()[0])
+        age = uptime_s - start_ticks / os.sysconf("SC_CLK_TCK")
+        if 0 <= age < 3600:
+            return time.monotonic() - age
+    except (OSError, ValueError, IndexError):
+        pass
+    return time.monotonic()
+
+
+@dataclass
+class Phase:
+    """One data set streaming through its own Silver and Gold."""
+
+    data: DataSet
+    feeder: SilverFeeder
+    pipeline: Pipeline
+    config: Path
+    final: bool
+    started: float = field(default_factory=time.monotonic)
+
+    def caught_up(self) -> bool:
+        return self.feeder.finished and self.pipeline.cursor > self.feeder.last_version
+
+
+class Demo:
+    """The demo's main loop: phases of data, the writer thread, the Pipeline, the view."""
+
+    def __init__(self, opts: DemoOptions) -> None:
+        from goldstream.demo_view import DemoView
+        from goldstream.opensky import default_cache_dir
+
+        self.opts = opts
+        self.t0 = process_start_monotonic()
+        self.stop_event = threading.Event()
+        self.loader = OpenSkyLoader(opts.cache_dir or default_cache_dir())
+        live = sys.stdout.isatty() if opts.live is None else opts.live
+        self.view = DemoView(opts, self.t0, live=live)
+        self.phase: Phase | None = None
+        self.warmup: tuple[str, float] | None = None  # (title of the warm-up data, seconds) once replaced
+
+    # -- lifecycle --
+
+    def run(self) -> int:
+        prepare_workdir(self.opts.workdir)
+        _log_to_file(self.opts.workdir / "demo.log")
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            with self.view:
+                self._loop()
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+            if self.phase is not None:
+                self.phase.feeder.stop()
+        self.view.print_summary(self.phase, self.warmup, self.loader, interrupted=self.stop_event.is_set())
+        return 0
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self.stop_event.is_set():  # second Ctrl+C: the user insists
+            raise KeyboardInterrupt
+        log.info("received %s: stopping the demo", signal.Signals(signum).name)
+        self.stop_event.set()
+
+    def _loop(self) -> None:
+        data = self._first_dataset()
+        if data is None:
+            return
+        self.phase = self._start_phase(data, final=data.name == "opensky" or self.opts.data == "synthetic")
+        deadline = None if self.opts.duration_s is None else self.t0 + self.opts.duration_s
+        while not self.stop_event.is_set():
+            phase = self.phase
+            if not phase.final and self.loader.done.is_set():
+                phase = self._after_loader(phase)
+            did = phase.pipeline.step()
+            self.view.update(phase, self.loader)
+            if phase.feeder.error is not None:
+                err = phase.feeder.error
+                raise SourceError(f"writing the demo's Silver commit {phase.feeder.written} to "
+                                  f"{phase.feeder.uri} failed: {err}") from err
+            if phase.final and phase.caught_up():
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            if not did:
+                self.stop_event.wait(self.opts.poll_interval_s)
+
+    def _first_dataset(self) -> DataSet | None:
+        """Real data if it is at hand; else synthetic (warm-up, or for good)."""
+        if self.opts.data == "synthetic":
+            return synthetic_dataset()
+        if self.loader.load_cached():  # ~0.2 s
+            return opensky_dataset(self.loader.states)  # type: ignore[arg-type]
+        self.loader.start()
+        if self.opts.data == "auto":
+            return synthetic_dataset()  # warm-up while the real data is prepared
+        while not self.loader.done.wait(0.1):  # --data opensky: wait, showing what happens
+            self.view.waiting(self.loader)
+            if self.stop_event.is_set():
+                return None
+        if self.loader.states is not None:
+            return opensky_dataset(self.loader.states)
+        self.view.note(f"real OpenSky data unavailable ({self.loader.error}); using synthetic data")
+        return synthetic_dataset()
+
+    def _after_loader(self, phase: Phase) -> Phase:
+        """The real data is ready (switch to it) or failed (the warm-up becomes the demo)."""
+        if self.loader.states is None:
+            self.view.note(f"real OpenSky data unavailable ({self.loader.error}); staying on synthetic data")
+            phase.final = True
+            phase.feeder.limit = self.opts.max_commits
+            return phase
+        phase.feeder.stop()
+        self.warmup = (phase.data.title, time.monotonic() - phase.started)
+        self.view.note(f"real OpenSky data ready after {self.loader.seconds:.1f}s: switching from the synthetic warm-up")
+        self.phase = self._start_phase(opensky_dataset(self.loader.states), final=True)
+        return self.phase
+
+    def _start_phase(self, data: DataSet, final: bool) -> Phase:
+        from goldstream.config import load_settings
+        from goldstream.runner import Pipeline
+
+        root = self.opts.workdir / data.name
+        silver, gold = root / "silver", root / "gold"
+        limit = self.opts.max_commits if final else None
+        feeder = SilverFeeder(silver, data, self.opts.commit_every_s, limit)
+        self.view.preparing(f"writing the first {HISTORY_COMMITS} Silver commits of {data.name} data "
+                            f"({HISTORY_COMMITS * COMMIT_SECONDS / 60:.0f} min of traffic), then streaming…")
+        feeder.write(HISTORY_COMMITS)  # Silver exists (with some history) before the Pipeline opens it
+        config = write_config(self.opts.workdir, silver, gold, self.opts.poll_interval_s)
+        pipeline = Pipeline(load_settings(config))
+        phase = Phase(data, feeder, pipeline, config, final)
+        self.view.begin(phase)
+        pipeline.progress.add_listener(self.view.on_progress)
+        pipeline.start()
+        feeder.start()
+        log.info("demo streaming %s into %s", data.title, silver)
+        return phase
+
+
+def run_demo(opts: DemoOptions) -> int:
+    """Run the demo until the data ends, `duration_s`/`max_commits` is reached, or Ctrl+C."""
+    return Demo(opts).run()

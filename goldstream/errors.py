@@ -42,3 +42,10 @@ class TransientStorageError(GoldstreamError):
     """A storage call failed in a way that a retry may fix (connection, timeout, 5xx)."""
 
     exit_code = 4
+
+
+class StorageAccessError(GoldstreamError):
+    """Storage refused a request in a way no retry fixes (credentials rejected, access
+    denied, no such bucket): the operator must act, so the process stops at once."""
+
+    exit_code = 2

@@ -16,7 +16,15 @@ import uuid
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 
 disable_created_metrics()  # *_created series only clutter the scrape
 
@@ -75,11 +83,15 @@ def setup_logging(level: str = "INFO", json_lines: bool | None = None) -> None:
 
 
 class Metrics:
-    """Prometheus metrics, label `query`. One registry per process (or per test)."""
+    """Prometheus metrics, label `query`. One registry per pipeline (so tests and the demo
+    can run several pipelines in one process), plus the standard process metrics
+    (`process_resident_memory_bytes`, CPU, open fds) that size the Kubernetes limits."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
         self.input_rows = Counter("goldstream_input_rows", "Silver rows taken in", ["query"], registry=r)
         self.late_rows = Counter("goldstream_late_rows", "Rows dropped as late by the watermark", ["query"], registry=r)
         self.windows_emitted = Counter("goldstream_windows_emitted", "Closed windows appended to Gold", ["query"], registry=r)
@@ -90,6 +102,27 @@ class Metrics:
         self.state_rows = Gauge("goldstream_state_rows", "Partial-aggregate rows held in state", ["query"], registry=r)
         self.batch_duration = Histogram("goldstream_batch_duration_seconds", "Batch processing time", ["query"],
                                         buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
+        self._known: set[str] = set()
+
+    def ensure(self, query: str, max_event_us: Callable[[], int | None]) -> None:
+        """Create the query's series at zero before its first batch, so a scrape shows every
+        query from the start (rate() and absent() alerts need the series to exist), and make
+        the event-time lag a live value: it keeps growing while no data arrives."""
+        if query in self._known:
+            return
+        self._known.add(query)
+        for metric in (self.input_rows, self.late_rows, self.windows_emitted, self.commits, self.watermark,
+                       self.lag_versions, self.state_rows, self.batch_duration):
+            metric.labels(query=query)
+
+        def lag() -> float:
+            us = max_event_us()
+            return 0.0 if us is None else max(0.0, time.time() - us / 1e6)
+
+        self.lag_seconds.labels(query=query).set_function(lag)
+
+
+Listener = Callable[[dict[str, Any], "StepResult"], None]
 
 
 class ProgressReporter:
@@ -103,6 +136,17 @@ class ProgressReporter:
         self.batch_ids: dict[str, int] = {}
         self.last: dict[str, dict[str, Any]] = {}
         self.max_event_us: dict[str, int] = {}
+        self.listeners: list[Listener] = []
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call `listener(progress_record, step_result)` after each batch of each query, once
+        its Gold commit (if any) is done: Spark's `StreamingQueryListener.onQueryProgress`.
+        The demo uses it to show the windows just committed without re-reading Gold."""
+        self.listeners.append(listener)
+
+    def track(self, name: str) -> None:
+        """Expose a query's metrics before its first batch."""
+        self.metrics.ensure(name, lambda: self.max_event_us.get(name))
 
     def report(self, run: QueryRun, batch: Batch, result: StepResult, durations: dict[str, float],
                latest: Callable[[], int | None]) -> dict[str, Any]:
@@ -144,6 +188,7 @@ class ProgressReporter:
         self.log.info("progress", extra={"progress": record})
         record["_t"] = time.time()
         self.last[name] = record
+        self.track(name)
         m, lbl = self.metrics, {"query": name}
         m.input_rows.labels(**lbl).inc(result.rows_in)
         m.late_rows.labels(**lbl).inc(result.rows_late)
@@ -151,8 +196,8 @@ class ProgressReporter:
         m.watermark.labels(**lbl).set(run.engine.watermark_us / 1e6)
         if latest_v is not None:
             m.lag_versions.labels(**lbl).set(max(0, latest_v - run.processed))
-        if name in self.max_event_us:
-            m.lag_seconds.labels(**lbl).set(max(0.0, time.time() - self.max_event_us[name] / 1e6))
         m.state_rows.labels(**lbl).set(run.engine.state_rows)
         m.batch_duration.labels(**lbl).observe(total_ms / 1000)
+        for listener in self.listeners:
+            listener(record, result)
         return record

@@ -1,8 +1,13 @@
 """Health, readiness and Prometheus metrics over HTTP, for Kubernetes probes and scraping.
 
 `/healthz` is 200 while the loop iterates (503 once the last iteration is older than
-`health_stale_factor` × poll interval: a stuck process gets restarted); `/readyz` is
-200 once Silver and Gold were reached and state is rebuilt; `/metrics` is Prometheus.
+`health_stale_factor` × poll interval, at least 1 s: a process stuck in a storage call
+gets restarted); `/readyz` is 200 once Silver and Gold were reached and every query's
+state is rebuilt up to the Silver version its Gold records; `/metrics` is Prometheus.
+
+The server runs in its own daemon thread and only reads plain attributes of the
+pipeline, so it keeps answering while the loop is blocked — which is the point of a
+liveness probe. It never touches storage itself.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from goldstream.config import to_us
+from goldstream.errors import ConfigError
 
 if TYPE_CHECKING:
     from goldstream.runner import Pipeline
@@ -23,9 +29,26 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _handler(pipeline: Pipeline) -> type[BaseHTTPRequestHandler]:
+def stale_after_s(pipeline: Pipeline) -> float:
+    """Seconds without a loop iteration after which `/healthz` reports stale."""
     settings = pipeline.settings
-    stale_after = max(1.0, settings.server.health_stale_factor * to_us(settings.source.poll_interval) / 1e6)
+    return max(1.0, settings.server.health_stale_factor * to_us(settings.source.poll_interval) / 1e6)
+
+
+def readiness(pipeline: Pipeline) -> tuple[bool, str]:
+    """Ready once `start()` reached Silver and Gold and the state of every query has been
+    rebuilt: until the loop has re-read Silver past the version a query's Gold records, its
+    open windows are incomplete, so its lag and watermark are not yet meaningful."""
+    if not pipeline.ready:
+        return False, "starting: opening Silver and Gold"
+    behind = [r.query.name for r in pipeline.runs if pipeline.cursor <= r.committed]
+    if behind:
+        return False, f"rebuilding state of {', '.join(behind)} (Silver version {pipeline.cursor})"
+    return True, "ready"
+
+
+def _handler(pipeline: Pipeline) -> type[BaseHTTPRequestHandler]:
+    stale_after = stale_after_s(pipeline)
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
@@ -33,13 +56,17 @@ def _handler(pipeline: Pipeline) -> type[BaseHTTPRequestHandler]:
             if path == "/healthz":
                 age = time.monotonic() - pipeline.last_iteration
                 ok = age <= stale_after
-                self._send(200 if ok else 503, f"{'ok' if ok else 'stale'}: last iteration {age:.1f}s ago\n")
+                self._send(200 if ok else 503,
+                           f"{'ok' if ok else 'stale'}: last iteration {age:.1f}s ago (limit {stale_after:.1f}s)\n")
             elif path == "/readyz":
-                self._send(200 if pipeline.ready else 503, "ready\n" if pipeline.ready else "starting\n")
+                ok, why = readiness(pipeline)
+                self._send(200 if ok else 503, why + "\n")
             elif path == "/metrics":
+                for q in pipeline.settings.queries:  # every query's series exists from the start
+                    pipeline.progress.track(q.name)
                 self._send(200, generate_latest(pipeline.progress.metrics.registry), CONTENT_TYPE_LATEST)
             else:
-                self._send(404, "not found\n")
+                self._send(404, "not found: try /healthz, /readyz or /metrics\n")
 
         def _send(self, code: int, body: str | bytes, ctype: str = "text/plain; charset=utf-8") -> None:
             data = body.encode() if isinstance(body, str) else body
@@ -56,7 +83,14 @@ def _handler(pipeline: Pipeline) -> type[BaseHTTPRequestHandler]:
 
 
 def start_http_server(pipeline: Pipeline, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer((host, port), _handler(pipeline))
+    """Serve the probes and metrics from a daemon thread; returns the bound server."""
+    try:
+        server = ThreadingHTTPServer((host, port), _handler(pipeline))
+    except OSError as err:
+        raise ConfigError(
+            f"cannot serve health and metrics on {host}:{port}: {err.strerror or err}. Choose a free port "
+            "with --http-port or [server] http_port (0 disables the server)."
+        ) from None
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="goldstream-http", daemon=True).start()
     log.info("health and metrics on http://%s:%d (/healthz, /readyz, /metrics)", host, server.server_address[1])

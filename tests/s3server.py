@@ -101,8 +101,10 @@ class S3Server:
     """SeaweedFS ``weed mini`` serving S3 on a free 127.0.0.1 port.
 
     ``start()`` launches it (same data dir and ports on every start, so a
-    restart keeps the data), waits until a signed request succeeds and creates
-    ``bucket``. ``stop()`` sends SIGTERM, then SIGKILL after ``stop_timeout``.
+    restart keeps the data), creates ``bucket`` and waits until a signed write
+    and read succeed; the probe keeps one small object under ``.s3server/`` in
+    the bucket. ``stop()`` sends SIGTERM, then SIGKILL after ``stop_timeout``
+    (a graceful stop takes ~2 s). Output goes to ``<data_dir>/weed.log``.
     """
 
     def __init__(
@@ -131,7 +133,8 @@ class S3Server:
         self.log_path = self.data_dir / "weed.log"
         self.startup_seconds: float | None = None  # of the last successful start()
         self._proc: subprocess.Popen[bytes] | None = None
-        self._sentinel: bytes | None = None  # body of READY_KEY written by the last start
+        self._sentinel: tuple[str, bytes] | None = None  # (key, body) written by the last start
+        self._t0 = 0.0
         self._log = None
 
     # ------------------------------------------------------------------ info
@@ -208,11 +211,21 @@ class S3Server:
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             "-webdav=false",
+            # Idle keep-alive connections between the components otherwise hold
+            # the volume server's graceful shutdown for up to 30 s (the default).
+            "-idleTimeout=5",
         ]
         return args
 
     # ------------------------------------------------------------- lifecycle
-    def start(self) -> "S3Server":
+    def start(self, wait: bool = True) -> "S3Server":
+        """Launch ``weed mini``; with ``wait`` (default) return once S3 really works.
+
+        A restart on an existing data dir takes longer than a first start: the
+        master refuses new writes ("master is warming up") for 3 heartbeat
+        pulses (~15 s) after it comes back, and the probe waits through that.
+        With ``wait=False`` it returns at once; call :meth:`wait_ready` later.
+        """
         if self.running:
             return self
         if not self.weed:
@@ -232,22 +245,34 @@ class S3Server:
         self._log = open(self.log_path, "ab")
         self._note(f"start: {' '.join(self.command())}")
         t0 = time.monotonic()
-        self._proc = subprocess.Popen(
-            self.command(),
-            cwd=self.data_dir,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # a Ctrl+C in the terminal doesn't hit it
-        )
-        _LIVE.add(self)
         try:
-            self._wait_ready(t0)
+            self._proc = subprocess.Popen(
+                self.command(),
+                cwd=self.data_dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # signals to the test's process group don't hit it
+            )
+        except OSError as e:
+            self._log.close()
+            self._log = None
+            raise S3ServerError(f"cannot run {self.weed}: {e}") from e
+        self._t0 = t0
+        _LIVE.add(self)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self) -> "S3Server":
+        """Block until a signed write + read works (``ready_timeout`` from the start)."""
+        try:
+            self._wait_ready(self._t0)
         except BaseException:
             self.stop()
             raise
-        self.startup_seconds = time.monotonic() - t0
+        self.startup_seconds = time.monotonic() - self._t0
         return self
 
     def stop(self) -> int | None:
@@ -319,15 +344,18 @@ class S3Server:
             return ""
         return "\n".join(lines[-n:])
 
-    READY_KEY = ".s3server/ready"
+    READY_PREFIX = ".s3server/ready-"
 
     def _probe(self, client) -> None:
         """One signed round trip through every component; raises until all work.
 
-        Right after a start the S3 gateway may answer bucket requests before the
-        volume server has re-registered its volumes with the master, and reads
-        of existing objects then fail ("volume not found"): so read back the
-        sentinel written by the previous start, then write and read a new one.
+        Right after a restart the S3 gateway answers bucket requests before the
+        volume server has re-registered its volumes (reads of existing objects
+        fail with InternalError "volume not found"), and the master refuses new
+        writes while warming up (a PUT hangs, then fails). So read back the
+        sentinel object written by the previous start, then write and read a
+        new one. Every attempt uses a new key: a PUT the client gave up on may
+        still land later and must not overwrite a newer sentinel.
         """
         from botocore.exceptions import ClientError
 
@@ -343,15 +371,22 @@ class S3Server:
                 if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                     raise
             client.head_bucket(Bucket=self.bucket)
-        if self._sentinel is not None:
-            body = client.get_object(Bucket=self.bucket, Key=self.READY_KEY)["Body"].read()
-            if body != self._sentinel:
-                raise S3ServerError(f"sentinel changed: {body!r} != {self._sentinel!r}")
-        token = f"{os.getpid()}-{time.time_ns()}".encode()
-        client.put_object(Bucket=self.bucket, Key=self.READY_KEY, Body=token)
-        if client.get_object(Bucket=self.bucket, Key=self.READY_KEY)["Body"].read() != token:
-            raise S3ServerError("sentinel read back differs")
-        self._sentinel = token
+        previous = self._sentinel
+        if previous is not None:
+            body = client.get_object(Bucket=self.bucket, Key=previous[0])["Body"].read()
+            if body != previous[1]:
+                raise S3ServerError(f"{previous[0]} changed across restart: {body!r} != {previous[1]!r}")
+        token = f"{os.getpid()}-{time.time_ns()}"
+        key = self.READY_PREFIX + token
+        client.put_object(Bucket=self.bucket, Key=key, Body=token.encode())
+        if client.get_object(Bucket=self.bucket, Key=key)["Body"].read() != token.encode():
+            raise S3ServerError(f"{key} read back differs")
+        self._sentinel = (key, token.encode())
+        if previous is not None:
+            try:
+                client.delete_object(Bucket=self.bucket, Key=previous[0])
+            except ClientError:
+                pass
 
     def _wait_ready(self, t0: float) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -369,7 +404,9 @@ class S3Server:
                 try:
                     self._probe(client)
                     return
-                except (BotoCoreError, ClientError) as e:
+                except (BotoCoreError, ClientError, S3ServerError) as e:
+                    if repr(e) != repr(last):
+                        self._note(f"not ready yet: {e!r}")
                     last = e
                 if time.monotonic() > deadline:
                     raise S3ServerError(
@@ -381,14 +418,18 @@ class S3Server:
             client.close()
 
     def _remove_sockets(self) -> None:
-        # weed leaves /tmp/seaweedfs-{s3,filer}-<port>.sock behind; they are ours.
-        for kind in ("s3", "filer"):
-            path = Path(f"/tmp/seaweedfs-{kind}-{self.ports[kind]}.sock")
-            try:
-                if stat.S_ISSOCK(path.lstat().st_mode):
-                    path.unlink()
-            except OSError:
-                pass
+        # weed leaves /tmp/seaweedfs-<component>[-grpc]-<port>.sock behind; with
+        # our unique ports these are ours to clean up.
+        for name in _COMPONENTS:
+            for path in (
+                Path(f"/tmp/seaweedfs-{name}-{self.ports[name]}.sock"),
+                Path(f"/tmp/seaweedfs-{name}-grpc-{self.ports[name + '.grpc']}.sock"),
+            ):
+                try:
+                    if stat.S_ISSOCK(path.lstat().st_mode):
+                        path.unlink()
+                except OSError:
+                    pass
 
 
 @atexit.register

@@ -139,6 +139,51 @@ def test_s3fs_reads_the_delta_log(s3: S3Server, delta_table: str) -> None:
     assert fs.exists(delta_table.removeprefix("s3://") + "/_delta_log/00000000000000000001.json")
 
 
+_ENV_ONLY_CHILD = r"""
+import sys
+import polars as pl
+import pyarrow as pa
+import s3fs
+from deltalake import DeltaTable, write_deltalake
+
+uri = sys.argv[1]
+write_deltalake(uri, pa.table({"id": [100], "country": ["ENV"]}), mode="append")
+dt = DeltaTable(uri)
+assert dt.version() == 2, dt.version()
+assert pl.scan_delta(uri).collect().height == 7
+assert pl.read_parquet(dt.file_uris()[0]).height >= 1
+fs = s3fs.S3FileSystem()
+assert len(fs.ls(uri.removeprefix("s3://") + "/_delta_log")) == 3
+print("env-only ok")
+"""
+
+
+def test_env_only_configuration(s3: S3Server) -> None:
+    """With nothing but s3.env() in the environment, all three libraries work."""
+    import os
+    import subprocess
+    import sys
+
+    from deltalake import DeltaTable, write_deltalake
+
+    uri = _uri(s3, "envonly")
+    opts = s3.deltalake_storage_options()
+    write_deltalake(uri, _table(0), storage_options=opts)
+    write_deltalake(uri, _table(3), mode="append", storage_options=opts)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(s3.env())
+    proc = subprocess.run(
+        [sys.executable, "-c", _ENV_ONLY_CHILD, uri],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "env-only ok" in proc.stdout
+    assert DeltaTable(uri, storage_options=opts).version() == 2
+
+
 def test_concurrent_writers_exactly_one_wins(s3: S3Server) -> None:
     """Two writers committing the same version: If-None-Match makes one of them lose."""
     from deltalake import CommitProperties, DeltaTable, write_deltalake

@@ -141,22 +141,26 @@ class Min(Aggregate):
 class StddevSamp(Aggregate):
     """Sample standard deviation from (n, mean, M2), Spark's stddev_samp.
 
-    Partials are two-pass (M2 = Σ(x − mean)²) and panes are merged with Chan et al.'s
-    formula M2 = Σ M2ᵢ + Σ nᵢ (meanᵢ − mean)², never Σx² − n·mean², which cancels
-    catastrophically. Means are taken relative to a reference value (the first one)
-    so that a constant group yields exactly 0.0, as Spark's update formula does."""
+    Partials take Polars' own variance (a stable blockwise Welford/Chan, M2 = n·var₀)
+    and panes are merged with Chan et al.'s formula M2 = Σ M2ᵢ + Σ nᵢ (meanᵢ − mean)²,
+    never Σx² − n·mean², which cancels catastrophically. A constant group must yield
+    exactly 0.0, as Spark's update formula does: Polars' variance does, but its mean
+    of n copies of c can be off by an ulp, so a group whose min equals its max takes
+    that value as its mean. Every partial expression is a plain group-by aggregate
+    (no per-group broadcast), which keeps Polars on its fast vectorised path: this is
+    the hot loop over all Silver rows."""
 
     column: str = ""
 
     def partial(self) -> list[pl.Expr]:
         x = _f64(self.column)
         n = x.count().cast(pl.Int64)
-        x0 = x.drop_nulls().first()
-        mean = x0 + (x - x0).sum() / n
+        lo = x.min()
+        mean = pl.when(lo == x.nan_max()).then(lo).otherwise(x.mean())
         return [
             n.alias(self.p("n")),
             mean.alias(self.p("mean")),
-            ((x - mean) ** 2).sum().alias(self.p("m2")),
+            (x.var(ddof=0) * n).alias(self.p("m2")),
         ]
 
     def merge(self) -> list[pl.Expr]:

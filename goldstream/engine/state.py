@@ -16,16 +16,20 @@ in a state row) tells a restart where to start re-reading Silver.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
 
 from goldstream.config import QuerySpec, to_us
 from goldstream.engine.aggregates import AggregateSet
+from goldstream.engine.skew import COMMIT_MS, MISSED_WINDOW_END
 from goldstream.engine.windows import Windows
 
 VERSION = "__version"
 _TS, _PANE, _KMIN, _K, _MINVER, _WM = "__ts", "__pane", "__kmin", "__k", "__minver", "__wm_before"
+_TSMAX, _ROWS, _FUTURE = "__tsmax", "__rows", "__future"
 
 
 @dataclass
@@ -48,6 +52,7 @@ class WindowedAggregation:
     query: QuerySpec
     watermark_us: int = 0
     keep_late_rows: bool = False
+    max_event_time_skew_us: int | None = None  # opt-in: see engine/skew.py
     input_schema: dict[str, pl.DataType] = field(default_factory=dict)
     windows: Windows = field(init=False)
     aggs: AggregateSet = field(init=False)
@@ -55,6 +60,8 @@ class WindowedAggregation:
 
     def __post_init__(self) -> None:
         self.max_event_time_us: int | None = None
+        self._now_ms = 0  # the skew bound's "now" for rows whose commit has no timestamp
+        self._empty: pl.DataFrame | None = None
         self.windows = Windows.from_spec(self.query.window)
         self.aggs = AggregateSet.for_query(self.query)
         self.delay_us = to_us(self.query.watermark_delay)
@@ -87,20 +94,56 @@ class WindowedAggregation:
     def process(self, rows: pl.DataFrame) -> StepResult:
         """Take in a batch of Silver rows (any number of whole commits, `__version`-tagged)
         and return the windows it closed, in the Gold schema."""
+        lazy = rows.lazy()
+        return self.process_partials(fine_partials([self], lazy)[0], lazy)
+
+    # -- the two halves of a step: the row pass, then everything else on partials ----------
+
+    def grain(self) -> tuple[object, ...]:
+        """Queries with the same grain share one group-by over the rows (fine_partials)."""
+        return (self.query.event_time, tuple(self.keys), self.windows.slide_us, self.max_event_time_skew_us)
+
+    def fine_plan(self, rows: pl.LazyFrame, partials: list[pl.Expr], unit: str = VERSION) -> pl.LazyFrame:
+        """Silver rows → partials per (keys, pane, commit): the only pass over the rows.
+        `unit` tells a row's commit: the version, or any finer column (a data file)
+        that the caller maps to the version afterwards.
+
+        Everything a row's fate depends on (its pane, and the watermark before its
+        commit) is constant within such a group, so the per-commit watermark, late
+        filtering and the fold into state all run on these partials, a few hundred
+        times fewer than the rows. Rows with a null event time form the null-pane groups
+        (counted, then dropped); with a skew bound, far-future rows form their own groups."""
+        ts = self._event_us()
+        group = [*self.keys, self.windows.pane(ts).alias(_PANE), unit]
+        if self.max_event_time_skew_us is not None:
+            self._now_ms = int(time.time() * 1000)  # one "now" per batch, for both passes
+            group.append(self._is_future(ts, rows.collect_schema().names()).alias(_FUTURE))
+        return rows.group_by(group).agg(*partials, ts.max().alias(_TSMAX), pl.len().alias(_ROWS))
+
+    def process_partials(self, fine: pl.DataFrame, rows: pl.LazyFrame | None = None) -> StepResult:
+        """Take in the fine partials of whole commits (see fine_plan) and return the windows
+        they closed. `rows` (the same commits' rows, lazily) is read again only to hand
+        dropped rows to an optional late table; None skips that (state rebuild)."""
         w = self.windows
         wm_start = self.watermark_us
-        ts = pl.col(self.query.event_time).cast(pl.Datetime("us", "UTC")).dt.epoch("us")
-        frame = rows.with_columns(ts.alias(_TS))
-        rows_in = frame.height
-        timed = frame.filter(pl.col(_TS).is_not_null())
-        result = StepResult(closed=self.empty_output(), rows_in=rows_in,
-                            rows_null_time=rows_in - timed.height, watermark_us=wm_start)
-        if timed.height == 0:
+        rows_in = int(fine[_ROWS].sum())
+        refused = 0
+        if _FUTURE in fine.columns:
+            refused = int(fine.filter(pl.col(_FUTURE))[_ROWS].sum())
+            fine = fine.filter(~pl.col(_FUTURE))
+        timed = fine.filter(pl.col(_PANE).is_not_null())
+        rows_timed = int(timed[_ROWS].sum())
+        result = StepResult(closed=self.empty_output(), rows_in=rows_in, rows_late=refused,
+                            rows_null_time=rows_in - refused - rows_timed, watermark_us=wm_start)
+        want_rows = self.keep_late_rows and rows is not None and fine.height > 0
+        if want_rows and refused:
+            result.late = self._refused_rows(rows, fine)  # type: ignore[arg-type]
+        if rows_timed == 0:
             return result
 
         # Watermark before each commit: cumulative max over per-commit maxima (ms-truncated).
         per_commit = (
-            timed.group_by(VERSION).agg(pl.col(_TS).max().alias("__max"))
+            timed.group_by(VERSION).agg(pl.col(_TSMAX).max().alias("__max"))
             .sort(VERSION)
             .with_columns(
                 ((pl.col("__max") // 1000) * 1000 - self.delay_us).clip(lower_bound=wm_start)
@@ -112,28 +155,66 @@ class WindowedAggregation:
         self.max_event_time_us = max(self.max_event_time_us or result.max_event_time_us, result.max_event_time_us)
         wm_end = int(per_commit["__wm_after"][-1])
 
-        pane = w.pane(pl.col(_TS))
-        kmin = pl.max_horizontal(pane - (w.panes_per_window - 1), w.first_open_window(pl.col(_WM)))
-        tagged = (
-            timed.join(per_commit.select(VERSION, _WM), on=VERSION, how="left")
-            .with_columns(pane.alias(_PANE), kmin.alias(_KMIN))
+        tagged = timed.join(per_commit.select(VERSION, _WM), on=VERSION, how="left").with_columns(
+            self._kmin(pl.col(_PANE), pl.col(_WM)).alias(_KMIN)
         )
         on_time = tagged.filter(pl.col(_KMIN) <= pl.col(_PANE))
-        result.rows_late = tagged.height - on_time.height
-        if self.keep_late_rows and result.rows_late:
-            result.late = tagged.filter(pl.col(_KMIN) > pl.col(_PANE)).with_columns(
-                w.end(pl.col(_PANE)).alias("__missed_window_end")
-            )
+        late_rows = rows_timed - int(on_time[_ROWS].sum())
+        result.rows_late += late_rows
+        if want_rows and late_rows:
+            late = self._late_rows(rows, per_commit.select(VERSION, _WM))  # type: ignore[arg-type]
+            result.late = late if result.late is None else pl.concat([late, result.late], how="diagonal_relaxed")
 
         group = [*self.keys, _PANE, _KMIN]
-        partial = on_time.group_by(group).agg(
-            *self.aggs.partial(), pl.col(VERSION).min().alias(_MINVER)
-        )
+        partial = on_time.group_by(group).agg(*self.aggs.merge(), pl.col(VERSION).min().alias(_MINVER))
         self._merge_into_state(partial, group)
         self.watermark_us = wm_end
         result.watermark_us = wm_end
         result.closed = self._close(wm_start, wm_end)
         return result
+
+    def _event_us(self) -> pl.Expr:
+        return pl.col(self.query.event_time).cast(pl.Datetime("us", "UTC")).dt.epoch("us")
+
+    def _is_future(self, ts: pl.Expr, columns: list[str]) -> pl.Expr:
+        """The skew rule of engine/skew.py (split_future) as an expression: event time more
+        than the bound ahead of the row's commit timestamp (or of now, without one)."""
+        now_ms = self._now_ms
+        ref_ms = pl.col(COMMIT_MS).fill_null(now_ms) if COMMIT_MS in columns else pl.lit(now_ms)
+        return (ts > ref_ms.cast(pl.Int64) * 1000 + self.max_event_time_skew_us).fill_null(False)
+
+    def _kmin(self, pane: pl.Expr, wm_before: pl.Expr) -> pl.Expr:
+        """First window a row of `pane` still counts in, given the watermark before its commit."""
+        w = self.windows
+        return pl.max_horizontal(pane - (w.panes_per_window - 1), w.first_open_window(wm_before))
+
+    def _refused_rows(self, rows: pl.LazyFrame, fine: pl.DataFrame) -> pl.DataFrame:
+        """Rows refused by the skew bound, for the late table (they missed no window)."""
+        versions = fine[VERSION]
+        ts = self._event_us()
+        return (
+            rows.filter(pl.col(VERSION).is_between(versions.min(), versions.max()))
+            .with_columns(ts.alias(_TS))
+            .filter(self._is_future(pl.col(_TS), rows.collect_schema().names()))
+            .with_columns(pl.lit(None, dtype=pl.Int64).alias(MISSED_WINDOW_END))
+            .collect()
+        )
+
+    def _late_rows(self, rows: pl.LazyFrame, wm_before: pl.DataFrame) -> pl.DataFrame:
+        """The rows every window refused (for the optional late table): a second read of the
+        batch's rows, paid only when a late table is configured and the batch has late rows."""
+        w = self.windows
+        pane = w.pane(pl.col(_TS))
+        lazy = rows.join(wm_before.lazy(), on=VERSION, how="inner").with_columns(self._event_us().alias(_TS))
+        if self.max_event_time_skew_us is not None:
+            lazy = lazy.filter(~self._is_future(pl.col(_TS), rows.collect_schema().names()))
+        return (
+            lazy.filter(pl.col(_TS).is_not_null())
+            .with_columns(pane.alias(_PANE), self._kmin(pane, pl.col(_WM)).alias(_KMIN))
+            .filter(pl.col(_KMIN) > pl.col(_PANE))
+            .with_columns(w.end(pl.col(_PANE)).alias(MISSED_WINDOW_END))
+            .collect()
+        )
 
     def restore(self, watermark_us: int) -> None:
         """Start from a committed watermark (state is then rebuilt by re-reading Silver)."""
@@ -193,10 +274,42 @@ class WindowedAggregation:
         return out
 
     def empty_output(self) -> pl.DataFrame:
-        schema: dict[str, pl.DataType] = {
-            "window_start": pl.Datetime("us", "UTC"),
-            "window_end": pl.Datetime("us", "UTC"),
-        }
-        schema.update({k: self.input_schema.get(k, pl.String()) for k in self.keys})
-        schema.update(self.aggs.output_schema(self.input_schema))
-        return pl.DataFrame(schema=schema)
+        """No windows, in the Gold schema. Built once (~1 ms each, several per batch):
+        Polars frames are immutable, so sharing the instance is safe."""
+        if self._empty is None:
+            schema: dict[str, pl.DataType] = {
+                "window_start": pl.Datetime("us", "UTC"),
+                "window_end": pl.Datetime("us", "UTC"),
+            }
+            schema.update({k: self.input_schema.get(k, pl.String()) for k in self.keys})
+            schema.update(self.aggs.output_schema(self.input_schema))
+            self._empty = pl.DataFrame(schema=schema)
+        return self._empty
+
+
+def fine_partials(engines: Sequence[WindowedAggregation], rows: pl.LazyFrame,
+                  unit: str = VERSION) -> list[pl.DataFrame]:
+    """The row pass of a batch for several queries at once: each query's fine partials
+    (WindowedAggregation.fine_plan), one frame per engine, in order, keyed by `unit`.
+
+    Queries with the same grain (event time, keys, pane length) share one group-by that
+    computes all their partial aggregates (the seed queries do: that is ~35% less CPU
+    than one group-by each), and all plans run in one `collect_all` on Polars'
+    streaming engine, so the batch's rows stream from the Parquet files into the
+    group-by without ever being materialised."""
+    by_grain: dict[tuple[object, ...], list[int]] = {}
+    for i, engine in enumerate(engines):
+        by_grain.setdefault(engine.grain(), []).append(i)
+    plans = []
+    for members in by_grain.values():
+        partials = [e.name.prefix(f"__q{i}.") for i in members for e in engines[i].aggs.partial()]
+        plans.append(engines[members[0]].fine_plan(rows, partials, unit))
+    frames = pl.collect_all(plans, engine="streaming")
+    out: list[pl.DataFrame] = [pl.DataFrame()] * len(engines)
+    for members, frame in zip(by_grain.values(), frames):
+        common = [c for c in frame.columns if not any(c.startswith(f"__q{i}.") for i in members)]
+        for i in members:
+            prefix = f"__q{i}."
+            own = [pl.col(c).alias(c[len(prefix):]) for c in frame.columns if c.startswith(prefix)]
+            out[i] = frame.select(*common, *own)
+    return out

@@ -36,6 +36,8 @@ class Commit:
     change_reason: str | None = None  # set when the commit removes or rewrites data
     metadata: dict[str, Any] | None = None
     protocol: dict[str, Any] | None = None
+    removed: list[str] = field(default_factory=list)  # paths removed with dataChange=true
+    mode: str | None = None  # operationParameters.mode (e.g. Overwrite), for messages
 
     @property
     def is_change(self) -> bool:
@@ -70,9 +72,13 @@ def parse_commit(version: int, text: str | bytes) -> Commit:
             raise ValueError(f"line {line_no} is not valid JSON: {err}") from None
         if "add" in action:
             add = action["add"]
+            if not add.get("dataChange", True):
+                continue  # OPTIMIZE, compaction, DV purge: the same rows, re-laid out
             if add.get("deletionVector"):
-                commit.change_reason = f"file {add['path']} gets a deletion vector (rows deleted or updated)"
-            elif add.get("dataChange", True):
+                # rows of an existing file deleted or rewritten (Delta's DELETE/UPDATE/MERGE with
+                # deletion vectors re-add the file with its vector)
+                commit.change_reason = f"file {unquote(add['path'])} gets a deletion vector (rows deleted or updated)"
+            else:
                 commit.files.append(AddedFile(
                     path=unquote(add["path"]),
                     partition_values=dict(add.get("partitionValues") or {}),
@@ -81,15 +87,21 @@ def parse_commit(version: int, text: str | bytes) -> Commit:
                 ))
         elif "remove" in action:
             if action["remove"].get("dataChange", True):
-                commit.change_reason = f"file {action['remove']['path']} is removed with dataChange=true"
+                commit.removed.append(unquote(action["remove"]["path"]))
         elif "commitInfo" in action:
             info = action["commitInfo"]
             commit.timestamp_ms = info.get("inCommitTimestamp") or info.get("timestamp")
             commit.operation = info.get("operation")
+            commit.mode = (info.get("operationParameters") or {}).get("mode")
         elif "metaData" in action:
             commit.metadata = action["metaData"]
         elif "protocol" in action:
             commit.protocol = action["protocol"]
+    if commit.removed and commit.change_reason is None:
+        n = len(commit.removed)
+        commit.change_reason = (f"it removes {n} data file{'s' if n > 1 else ''} with dataChange=true, "
+                                f"e.g. {commit.removed[0]}")
     if commit.change_reason and commit.operation:
-        commit.change_reason = f"{commit.operation}: {commit.change_reason}"
+        op = commit.operation + (f" mode={commit.mode}" if commit.mode and commit.mode != "Append" else "")
+        commit.change_reason = f"{op}: {commit.change_reason}"
     return commit

@@ -5,7 +5,12 @@ store (no listing from version 0 on each poll); the Parquet files of each append
 read with Polars, only the columns the queries need, partition columns taken from
 `partitionValues`. Batches are bounded (commits, files, rows) but a commit is never
 split, and rows carry their commit version so the engine can apply the watermark per
-commit.
+commit (and their commit's timestamp when a query bounds event-time skew).
+
+Nothing about Silver is ever skipped silently: a commit removed by log retention, a
+data file removed by VACUUM or unreadable, a schema or protocol goldstream cannot
+honour, all stop the stream with a `SourceError` that names the table, version, file
+or column and says what the operator can do.
 """
 
 from __future__ import annotations
@@ -13,21 +18,31 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
+import time
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, Callable, TypeVar
 
 import polars as pl
 
-from goldstream.config import QuerySpec, SourceSpec
+from goldstream.config import QuerySpec, SourceSpec, format_duration, to_us
+from goldstream.engine.skew import COMMIT_MS
 from goldstream.engine.state import VERSION
 from goldstream.errors import SourceError
+from goldstream.retry import classify
 from goldstream.source.delta_log import AddedFile, Commit, parse_commit
-from goldstream.source.schema import ReadPlan, plan_reads
+from goldstream.source.schema import ReadPlan, check_protocol, plan_reads
 from goldstream.storage import Storage, fs_path, is_remote, join
 
 log = logging.getLogger(__name__)
+WAIT_LOG_EVERY_S = 30.0  # while `run` waits for a missing Silver table
+_WAYS_OUT = ("Ways out: restore it (backup, object-store versioning), or start the query afresh from a "
+             "later version (starting_version) under a new query name or gold_path, accepting that the "
+             "rows in between are not aggregated. goldstream never skips Silver data silently.")
 _COMMIT_FILE = re.compile(r"(\d{20})\.json$")
+_FILE = "__file"  # source file path of a row, while a batch is read
+_T = TypeVar("_T")
 _CAST = pl.ScanCastOptions(
     integer_cast="upcast",
     float_cast="upcast",
@@ -55,6 +70,39 @@ class Batch:
         return sum(len(c.files) for c in self.commits)
 
 
+@dataclass(frozen=True)
+class BatchScan:
+    """A batch's rows as a lazy plan. `unit` is the column that tells a row's commit:
+    `__version` itself, or `__file` (the row's data file), which `files` maps to versions;
+    a group-by keeps `unit` among its keys and `resolve` turns it into `__version`."""
+
+    rows: pl.LazyFrame
+    unit: str = VERSION
+    files: pl.DataFrame | None = None  # unit -> __version, when unit is not the version
+    where: str = ""
+
+    def resolve(self, grouped: pl.DataFrame) -> pl.DataFrame:
+        """A group-by result keyed by `unit` → the same keyed by `__version`."""
+        if self.files is None:
+            return grouped
+        out = grouped.join(self.files, on=self.unit, how="left").drop(self.unit)
+        if out[VERSION].null_count():
+            unknown = grouped.join(self.files, on=self.unit, how="anti")[self.unit][0]
+            raise SourceError(
+                f"reading Silver {self.where}: Polars reported rows from {unknown!r}, which is not one of "
+                "the batch's data files as named in the Delta log. This is a goldstream bug (the file-path "
+                "mapping of the fast reader); nothing was committed for this batch. Please report it."
+            )
+        return out
+
+    def versioned(self) -> pl.LazyFrame:
+        """The rows with `__version` (a per-row join in the fast path: for the rare row-level
+        needs, such as a late table)."""
+        if self.files is None:
+            return self.rows
+        return self.rows.join(self.files.lazy(), on=self.unit, how="left", maintain_order="left").drop(self.unit)
+
+
 class SilverSource:
     """Reads Silver's commits for a set of queries sharing that table."""
 
@@ -65,10 +113,14 @@ class SilverSource:
         self.storage = storage
         self.fs = storage.filesystem(self.uri)
         self.log_dir = join(fs_path(self.uri), "_delta_log")
-        self.plan: ReadPlan | None = None
+        self.plan: ReadPlan | None = None  # as of the commit being read
+        self.current_plan: ReadPlan | None = None  # as of the table's version at open()
         self._pending: dict[int, Commit] = {}
+        self._gap_checked: int | None = None
         self.files_read = 0
         self.commits_read = 0
+        self.with_commit_time = spec.max_event_time_skew is not None or any(
+            q.max_event_time_skew is not None for q in queries)
 
     # -- table level -------------------------------------------------------------------
 
@@ -78,10 +130,43 @@ class SilverSource:
         except FileNotFoundError:
             return False
 
+    def wait_until_exists(self, stop: threading.Event, on_poll: Callable[[], None] | None = None) -> bool:
+        """`run` only: wait for a missing Silver table, logging every WAIT_LOG_EVERY_S, until
+        it appears (True), `stop` is set (False) or [source] wait_for_table_timeout passes
+        (SourceError). A stream deployed before its source, or pointed at a typo, says so in
+        its logs instead of crash-looping."""
+        timeout_s = to_us(self.spec.wait_for_table_timeout) / 1e6
+        poll_s = to_us(self.spec.poll_interval) / 1e6
+        began = time.monotonic()
+        last_log: float | None = None
+        while not self.exists():
+            waited = time.monotonic() - began
+            if timeout_s and waited >= timeout_s:
+                raise SourceError(
+                    f"Silver table {self.uri} did not appear within [source] wait_for_table_timeout = "
+                    f"{format_duration(self.spec.wait_for_table_timeout)} (no commit in its _delta_log). "
+                    "Check [source] path (or --silver) and the storage credentials, or raise the timeout "
+                    "(\"0s\" waits forever)."
+                )
+            if last_log is None or time.monotonic() - last_log >= WAIT_LOG_EVERY_S:
+                log.warning("Silver table %s does not exist yet (no commit in its _delta_log); waiting for it "
+                            "(%.0fs so far, %s). If it should exist, check [source] path and the credentials.",
+                            self.uri, waited, "no timeout" if not timeout_s else
+                            f"timeout {format_duration(self.spec.wait_for_table_timeout)}")
+                last_log = time.monotonic()
+            if on_poll is not None:
+                on_poll()
+            wait_s = poll_s if not timeout_s else max(0.0, min(poll_s, timeout_s - waited))
+            if stop.wait(wait_s):
+                return False
+        log.info("Silver table %s exists", self.uri)
+        return True
+
     def open(self, at_version: int | None = None) -> None:
-        """Check the table exists and its schema (at `at_version`, default latest) fits."""
+        """Check the table exists, its protocol is readable and its schema (at `at_version`,
+        default latest) fits the queries."""
         from deltalake import DeltaTable
-        from deltalake.exceptions import TableNotFoundError
+        from deltalake.exceptions import DeltaError, TableNotFoundError
 
         try:
             dt = DeltaTable(self.uri, version=at_version, storage_options=self.storage.delta_options(self.uri))
@@ -90,13 +175,59 @@ class SilverSource:
                 f"Silver table {self.uri} does not exist (no _delta_log). Check [source] path "
                 "(or --silver) and the storage credentials."
             ) from None
+        except DeltaError as err:
+            if classify(err) is not None:
+                raise  # storage unreachable or refusing: the pipeline retries or reports it
+            hole = self._first_hole()
+            if hole is not None:
+                raise SourceError(
+                    f"Silver table {self.uri} cannot be loaded: commit {hole} (_delta_log/{hole:020d}.json) "
+                    "is missing while later commits exist (removed by hand, or an incomplete copy of the "
+                    "table). Restore that file; goldstream never skips Silver commits silently."
+                ) from None
+            raise SourceError(
+                f"cannot load the Delta log of Silver table {self.uri}: {str(err)[:400]}. Check that it is "
+                "a Delta table this deltalake version can read and that its _delta_log is intact."
+            ) from None
+        version = dt.version()
+        pv = dt.protocol()
+        check_protocol({"minReaderVersion": pv.min_reader_version, "readerFeatures": pv.reader_features},
+                       f"{self.uri} version {version}")
         md = dt.metadata()
-        self.plan = plan_reads(
-            dt.schema().to_json(), list(md.partition_columns), dict(md.configuration),
-            self.queries, f"{self.uri} version {dt.version()}",
-        )
+        args = (dt.schema().to_json(), list(md.partition_columns), dict(md.configuration), self.queries)
+        try:
+            self.plan = plan_reads(*args, f"{self.uri} version {version}")
+        except SourceError:
+            since = self._schema_version(version)
+            if since is None or since == version:
+                raise
+            # raise again, naming the commit that set this schema rather than the latest one
+            plan_reads(*args, f"{self.uri} version {since} (the schema is unchanged since, up to version {version})")
+            raise
+        self.current_plan = self.plan
+
+    def _first_hole(self) -> int | None:
+        """The first version missing between the oldest and the newest commit file, if any."""
+        try:
+            listed = self._list_versions()
+        except FileNotFoundError:
+            return None
+        present = set(listed)
+        return next((v for v in range(listed[0], listed[-1]) if v not in present), None) if listed else None
+
+    def _schema_version(self, version: int) -> int | None:
+        """The latest commit at or before `version` with a metaData action (error path only)."""
+        listed = set(self._list_versions())
+        for v in range(version, -1, -1):
+            if v not in listed:
+                return None
+            c = self.read_commit(v)
+            if c is not None and c.metadata is not None:
+                return v
+        return None
 
     def _list_versions(self) -> list[int]:
+        self.fs.invalidate_cache(self.log_dir)  # s3fs caches listings; the log keeps growing
         return sorted(int(m.group(1)) for p in self.fs.ls(self.log_dir, detail=False)
                       if (m := _COMMIT_FILE.search(p)))
 
@@ -117,45 +248,76 @@ class SilverSource:
             return None
 
     def resolve_start(self, starting: Any) -> int:
-        """First version to read for a query that has never committed."""
+        """First version to read for a query that has never committed (Spark's
+        startingVersion / startingTimestamp; 'earliest' reads every commit from version 0)."""
         latest = self.latest_version()
         if latest is None:
             raise SourceError(f"Silver table {self.uri} has no commits yet")
+        versions = self._list_versions()
+        first = versions[0] if versions else latest
         if starting == "earliest":
-            versions = self._list_versions()
-            first = versions[0] if versions else latest
-            if first != 0:
-                raise SourceError(
-                    f"starting_version = 'earliest' but the log of {self.uri} starts at version {first}: "
-                    f"versions 0..{first - 1} were removed by log retention. Start from a version "
-                    f">= {first} (starting_version = {first}) under a new query name or Gold path."
-                )
-            return 0
+            starting = 0
         if starting == "latest":
             return latest + 1
         if isinstance(starting, int):
-            if starting > latest + 1:
+            if starting > latest:
                 raise SourceError(
-                    f"starting_version = {starting} is past the latest version of {self.uri} ({latest}); "
-                    f"use a version <= {latest}, 'latest' or 'earliest'"
+                    f"starting_version = {starting} is past the latest version of Silver table {self.uri} "
+                    f"(latest: {latest}). Use a version between {first} and {latest}, 'latest' (only new "
+                    "commits) or 'earliest'."
+                )
+            if starting < first:
+                raise SourceError(
+                    f"starting_version = {starting} but the log of {self.uri} now starts at version {first}: "
+                    f"versions {starting}..{first - 1} were removed by log retention. Start from a version "
+                    f">= {first} (starting_version = {first}), under a new query name or gold_path if this "
+                    "query already wrote Gold."
                 )
             return starting
         if isinstance(starting, datetime):
-            target_ms = int(starting.timestamp() * 1000)
-            for v in self._list_versions():
-                c = self.read_commit(v)
-                if c is not None and (c.timestamp_ms or 0) >= target_ms:
-                    return v
-            return latest + 1
+            return self._version_at(starting, versions, latest)
         raise SourceError(f"unsupported starting_version {starting!r}")  # pragma: no cover
+
+    def _commit_time_ms(self, version: int) -> int:
+        c = self.read_commit(version)
+        if c is not None and c.timestamp_ms is not None:
+            return int(c.timestamp_ms)
+        modified = self.fs.modified(join(self.log_dir, f"{version:020d}.json"))  # the spec's fallback
+        return int(modified.replace(tzinfo=modified.tzinfo or timezone.utc).timestamp() * 1000)
+
+    def _version_at(self, when: datetime, versions: list[int], latest: int) -> int:
+        """First commit at or after `when` (binary search over the log's commit timestamps);
+        latest + 1 when every commit is older (the stream waits for new ones)."""
+        target_ms = int(when.timestamp() * 1000)
+        lo, hi = 0, len(versions)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._commit_time_ms(versions[mid]) >= target_ms:
+                hi = mid
+            else:
+                lo = mid + 1
+        if lo == len(versions):
+            return latest + 1
+        found = versions[lo]
+        if lo == 0 and found > 0:
+            raise SourceError(
+                f"starting_version = {when.isoformat()} is at or before the oldest commit left in the log of "
+                f"{self.uri} (version {found}); versions 0..{found - 1} were removed by log retention, so the "
+                f"first commit at or after that time may be gone. Start from version {found} explicitly "
+                "(starting_version = " f"{found}) if skipping them is acceptable."
+            )
+        return found
 
     # -- commits -------------------------------------------------------------------------
 
     def read_commit(self, version: int) -> Commit | None:
-        """The commit at `version`, or None if it does not exist yet."""
+        """The commit at `version`, or None if it does not exist yet (SourceError if it is gone)."""
         if version in self._pending:
             return self._pending.pop(version)
         path = join(self.log_dir, f"{version:020d}.json")
+        # s3fs answers cat_file of a key missing from a cached listing with FileNotFoundError,
+        # without asking S3: once caught up, new commits would never be seen. Forget the listing.
+        self.fs.invalidate_cache(path)
         try:
             raw = self.fs.cat_file(path)
         except FileNotFoundError:
@@ -167,15 +329,27 @@ class SilverSource:
             raise SourceError(f"Silver commit {self.uri} version {version} is unreadable: {err}") from None
 
     def _check_gap(self, version: int) -> None:
-        """A missing commit below a checkpoint was removed by log retention: never skip it."""
+        """A commit that is missing while later ones exist was removed (log retention, or by
+        hand): never skip it. Listing the log costs one LIST per awaited version, not per poll."""
         cp = self._last_checkpoint()
-        if cp is not None and cp >= version:
-            raise SourceError(
-                f"Silver commit {version} of {self.uri} is gone (log retention removed it; the log "
-                f"now starts after a checkpoint at version {cp}). This query still needs it. Ways out: "
-                "restore the log file, or restart from a later version (starting_version) under a new "
-                "query name or Gold path; goldstream never skips a commit silently."
-            )
+        later: list[int] = []
+        if cp is None or cp < version:
+            if self._gap_checked == version:
+                return
+            self._gap_checked = version
+            listed = self._list_versions()
+            if version in listed:
+                return  # committed between our read and the listing: read it next poll
+            later = [v for v in listed if v > version]
+            if not later:
+                return  # not committed yet: the normal case when caught up
+        where = (f"log retention removed it: the log now starts after a checkpoint at version {cp}"
+                 if cp is not None and cp >= version else
+                 f"the log holds versions {later[0]}..{later[-1]} after it")
+        raise SourceError(
+            f"Silver commit {version} of {self.uri} (_delta_log/{version:020d}.json) is gone ({where}), "
+            f"and this query still needs it. " + _WAYS_OUT.replace("restore it", "restore the log file")
+        )
 
     def next_batch(self, start: int, stop: int | None = None) -> Batch | None:
         """Read commits start, start+1, ... up to the rate limits (a commit is never split)."""
@@ -188,17 +362,21 @@ class SilverSource:
                 break
             over = (files + len(commit.files) > self.spec.max_files_per_batch
                     or rows + commit.num_records > self.spec.max_rows_per_batch)
-            if batch.commits and (over or commit.metadata is not None):
+            new_table_state = commit.metadata is not None or commit.protocol is not None
+            if batch.commits and (over or new_table_state):
                 self._pending[v] = commit  # starts the next batch (new schema applies from there)
                 break
+            if commit.protocol is not None:
+                check_protocol(commit.protocol, f"{self.uri} version {v}")
             if commit.metadata is not None:
                 self._apply_metadata(commit)
             if commit.is_change:
                 if not self.spec.skip_change_commits:
                     raise SourceError(
                         f"Silver version {v} of {self.uri} is not an append ({commit.change_reason}). "
-                        "A streaming aggregate cannot take back rows. Set [source] skip_change_commits = true "
-                        "to skip such commits (Spark's skipChangeCommits), or rebuild Gold from a new query."
+                        "A streaming aggregate cannot take back rows it already counted. Set [source] "
+                        "skip_change_commits = true to skip such commits whole, new rows included (Spark's "
+                        "skipChangeCommits), or rebuild Gold from a new query name or gold_path."
                     )
                 batch.skipped_changes.append(v)
                 commit.files = []
@@ -214,6 +392,7 @@ class SilverSource:
         self.plan = plan_reads(
             md.get("schemaString", "{}"), list(md.get("partitionColumns") or []),
             dict(md.get("configuration") or {}), self.queries, f"{self.uri} version {commit.version}",
+            current=self.current_plan,
         )
 
     # -- data ------------------------------------------------------------------------------
@@ -223,7 +402,7 @@ class SilverSource:
             return f.path
         return join(self.uri, f.path) if is_remote(self.uri) else join(fs_path(self.uri), f.path)
 
-    def _scan(self, f: AddedFile, version: int) -> pl.LazyFrame:
+    def _scan(self, f: AddedFile, version: int, commit_ms: int | None = None) -> pl.LazyFrame:
         assert self.plan is not None
         data_cols = self.plan.data_columns
         lf = pl.scan_parquet(
@@ -240,47 +419,92 @@ class SilverSource:
             .cast(pl.String).pipe(_parse_partition, c.dtype).alias(c.name)
             for c in self.plan.partition_columns
         ]
+        if self.with_commit_time:
+            parts.append(pl.lit(commit_ms, dtype=pl.Int64).alias(COMMIT_MS))
         return lf.with_columns(*parts, pl.lit(version, dtype=pl.Int64).alias(VERSION))
 
-    def load(self, batch: Batch) -> pl.DataFrame:
-        """Rows of every append in the batch: the needed columns plus `__version`."""
+    def scan(self, batch: Batch) -> BatchScan:
+        """The batch's rows as one lazy plan, for a consumer that streams them into a
+        group-by instead of materialising them. Collect it inside `reading(batch, ...)`,
+        which names the culprit file when a read fails.
+
+        Fast path (no partition column needed, no commit time): one `scan_parquet` over
+        all the batch's files, each row tagged with its file path (`__file`), which maps
+        to the commit version after the group-by, on a few thousand partial rows instead
+        of millions of rows. One scan per file, concatenated with a literal version
+        column, costs ~25% more CPU and ~80 MB more memory per 2 M rows (Polars then
+        opens every file as its own source), so it is only used when per-file constants
+        must be attached to each row."""
         if self.plan is None:
             self.open()
         assert self.plan is not None
-        scans = [(f, c.version) for c in batch.commits for f in c.files]
+        scans = [(f, c.version, c.timestamp_ms) for c in batch.commits for f in c.files]
+        extra = [COMMIT_MS] if self.with_commit_time else []
         names = [c.name for c in self.plan.columns]
         if not scans:
-            return pl.DataFrame(schema={**self.plan.polars_schema(), VERSION: pl.Int64()})
-        try:
-            frame = pl.concat([self._scan(f, v) for f, v in scans], how="vertical_relaxed").collect()
-        except Exception as err:  # find the culprit file, for a message that names it
-            self._raise_file_error(scans, err)
-            raise
-        self.files_read += len(scans)
-        return frame.select(*names, VERSION)
+            return BatchScan(pl.LazyFrame(schema={**self.plan.polars_schema(), **{c: pl.Int64() for c in extra},
+                                                  VERSION: pl.Int64()}))
+        uris = [self._file_uri(f) for f, _, _ in scans]
+        if self.plan.partition_columns or self.with_commit_time or len(set(uris)) != len(uris):
+            return BatchScan(pl.concat([self._scan(*s) for s in scans], how="vertical_relaxed")
+                             .select(*names, *extra, VERSION))
+        data_cols = self.plan.data_columns
+        rows = pl.scan_parquet(
+            uris,
+            schema={c.physical: c.dtype for c in data_cols},
+            missing_columns="insert",
+            extra_columns="ignore",
+            cast_options=_CAST,
+            glob=False,
+            storage_options=self.storage.polars_options(self.uri),
+            include_file_paths=_FILE,
+        ).select(*[pl.col(c.physical).alias(c.name) for c in data_cols], _FILE)
+        files = pl.DataFrame({_FILE: uris, VERSION: [v for _, v, _ in scans]},
+                             schema={_FILE: pl.String(), VERSION: pl.Int64()})
+        return BatchScan(rows, unit=_FILE, files=files, where=f"{self.uri} versions {batch.first}-{batch.last}")
 
-    def _raise_file_error(self, scans: list[tuple[AddedFile, int]], err: Exception) -> None:
-        for f, v in scans:
+    def reading(self, batch: Batch, compute: Callable[[], _T]) -> _T:
+        """Run `compute` (which collects plans built on `scan(batch)`); a read failure becomes
+        a SourceError naming the file and the version."""
+        try:
+            result = compute()
+        except SourceError:
+            raise
+        except Exception as err:  # find the culprit file, for a message that names it
+            if classify(err) is not None:
+                raise  # storage unreachable or refusing, not a bad file: retried or reported as such
+            self._raise_file_error([(f, c.version, c.timestamp_ms) for c in batch.commits for f in c.files], err)
+            raise
+        self.files_read += batch.num_files
+        return result
+
+    def load(self, batch: Batch) -> pl.DataFrame:
+        """Rows of every append in the batch, materialised: the needed columns plus `__version`
+        (the pipeline itself streams `scan(batch)` instead)."""
+        scan = self.scan(batch)
+        return self.reading(batch, lambda: scan.versioned().collect())
+
+    def _raise_file_error(self, scans: list[tuple[AddedFile, int, int | None]], err: Exception) -> None:
+        for f, v, ms in scans:
             uri = self._file_uri(f)
             try:
-                self._scan(f, v).collect()
-            except FileNotFoundError:
-                raise SourceError(
-                    f"data file {uri} of Silver version {v} is missing (VACUUM removed it?). This query "
-                    "still needs it: restore it, or restart from a later version under a new query name "
-                    "or Gold path."
-                ) from None
+                self._scan(f, v, ms).collect()
             except Exception as file_err:  # noqa: BLE001 - reported with its cause
+                if classify(file_err) is not None:
+                    raise  # a storage failure, not this file's fault
                 text = str(file_err)
-                if "No such file" in text or "not found" in text.lower():
+                if isinstance(file_err, FileNotFoundError) or "No such file" in text or "not found" in text.lower():
                     raise SourceError(
-                        f"data file {uri} of Silver version {v} is missing (VACUUM removed it?). This "
-                        "query still needs it: restore it, or restart from a later version under a new "
-                        "query name or Gold path."
+                        f"data file {uri} of Silver version {v} is missing (VACUUM, or a cleanup by hand, "
+                        "removed it while this query still needs it). " + _WAYS_OUT
+                        + " Nothing was committed for this batch."
                     ) from None
                 raise SourceError(
-                    f"cannot read data file {uri} of Silver version {v}: {text.splitlines()[0]}. "
-                    "Restore the file and restart; nothing was committed for this batch."
+                    f"cannot read data file {uri} of Silver version {v}: it is corrupt or truncated "
+                    f"({text.splitlines()[0] if text else type(file_err).__name__}). Restore the file and "
+                    "restart: the query resumes from Gold's offsets and nothing was committed for this batch. "
+                    "If it cannot be restored, start the query afresh from a later version (starting_version) "
+                    "under a new query name or gold_path."
                 ) from None
         log.debug("batch read failed but each file reads alone: %s", err)
 

@@ -4,6 +4,8 @@ Checked at start and again at every commit that changes the table's metadata, be
 anything is written: a missing column or an incompatible type is an error naming the
 column, the expected and the actual type. Added columns are fine. Column mapping
 (`delta.columnMapping.mode` = name/id) is honoured by reading physical column names.
+A protocol whose reader features goldstream does not know is refused rather than read
+wrongly.
 """
 
 from __future__ import annotations
@@ -24,6 +26,53 @@ _PRIMITIVE_TO_POLARS: dict[str, pl.DataType] = {
     "timestamp": pl.Datetime("us", "UTC"), "timestamp_ntz": pl.Datetime("us"), "date": pl.Date(),
     "binary": pl.Binary(),
 }
+
+
+# Reader features whose effect on goldstream's reads is understood: column mapping is
+# applied (physical names), deletion vectors only ever appear on change commits (refused
+# or skipped), checkpoints are never read for data, timestamp_ntz / variant only matter
+# for columns the queries refuse anyway, and widened types are upcast on read.
+SUPPORTED_READER_FEATURES = frozenset({
+    "columnMapping", "deletionVectors", "timestampNtz", "v2Checkpoint", "vacuumProtocolCheck",
+    "typeWidening", "typeWidening-preview", "variantType", "variantType-preview",
+})
+MAX_READER_VERSION = 3
+
+
+def check_protocol(protocol: dict[str, Any] | None, where: str) -> None:
+    """Refuse a Silver protocol that needs reader features goldstream cannot honour."""
+    if not protocol:
+        return
+    version = int(protocol.get("minReaderVersion") or 1)
+    features = set(protocol.get("readerFeatures") or [])
+    unknown = sorted(features - SUPPORTED_READER_FEATURES)
+    if version > MAX_READER_VERSION or unknown:
+        what = f"reader features {', '.join(unknown)}" if unknown else f"reader version {version}"
+        raise SourceError(
+            f"Silver table at {where} requires {what}, which goldstream cannot read correctly "
+            f"(it supports reader version <= {MAX_READER_VERSION} with features "
+            f"{', '.join(sorted(SUPPORTED_READER_FEATURES))}). Read this table with an engine that "
+            "supports them, or write Silver without them; nothing was written."
+        )
+
+
+# Why a column of this (wrong) type cannot just be used: shown after "expected ...".
+_HINTS = {
+    ("timestamp", "timestamp_ntz"): "timestamp_ntz has no time zone, so its instants are ambiguous; "
+                                    "store event times as a UTC `timestamp` in Silver",
+    ("timestamp", "string"): "parse it into a UTC `timestamp` column in Silver",
+    ("timestamp", "long"): "convert epoch numbers into a UTC `timestamp` column in Silver",
+}
+
+
+def _hint(allowed: set[str], actual: str) -> str:
+    if allowed == {"timestamp"}:
+        hint = _HINTS.get(("timestamp", actual))
+    elif actual == "string":
+        hint = "a string column is not compared or averaged as a number; cast it in Silver"
+    else:
+        hint = None
+    return f" ({hint})" if hint else ""
 
 
 def _type_name(t: Any) -> str:
@@ -100,15 +149,25 @@ def plan_reads(
     configuration: dict[str, str | None],
     queries: list[QuerySpec],
     where: str,
+    current: ReadPlan | None = None,
 ) -> ReadPlan:
-    """Validate the Silver schema for `queries`; `where` names the table/version in errors."""
+    """Validate the Silver schema for `queries`; `where` names the table/version in errors.
+
+    `current` is the plan of the table's current schema when `schema_json` is an older
+    version met while reading history: a needed column that was only added later is
+    then read as null (additive evolution, as Spark reads old files with the new schema),
+    and every column keeps the current type, so all batches share one frame schema."""
     schema = json.loads(schema_json) if isinstance(schema_json, str) else schema_json
     fields = {f["name"]: f for f in schema.get("fields", [])}
     mapping_mode = (configuration or {}).get("delta.columnMapping.mode") or "none"
     problems: list[str] = []
     plans: list[ColumnPlan] = []
+    now = {c.name: c for c in current.columns} if current is not None else {}
     for col, (why, allowed) in _requirements(queries).items():
         f = fields.get(col)
+        if f is None and col in now:
+            plans.append(ColumnPlan(col, now[col].physical, now[col].delta_type, now[col].dtype, False))
+            continue
         if f is None:
             problems.append(f"column {col!r} ({why}) is missing; Silver has: {', '.join(fields) or 'no columns'}")
             continue
@@ -120,15 +179,18 @@ def plan_reads(
         if allowed is not None and base not in allowed:
             problems.append(
                 f"column {col!r} ({why}) has type {tname}; expected {' or '.join(sorted(allowed))}"
+                + _hint(allowed, base)
             )
             continue
         physical = col
         if mapping_mode != "none":
             physical = (f.get("metadata") or {}).get("delta.columnMapping.physicalName", col)
-        plans.append(ColumnPlan(col, physical, tname, polars_type(tname), col in partition_columns))
+        dtype = now[col].dtype if col in now else polars_type(tname)
+        plans.append(ColumnPlan(col, physical, tname, dtype, col in partition_columns))
     if problems:
         raise SourceError(
             f"Silver schema at {where} does not fit the queries:\n  - " + "\n  - ".join(problems)
-            + "\nFix the Silver table or the query definitions (config) and restart; nothing was written."
+            + "\nFix the Silver table or the query definitions (config) and restart; nothing from this "
+            "version on was written to Gold."
         )
     return ReadPlan(tuple(plans))
