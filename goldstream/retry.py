@@ -61,7 +61,7 @@ _PERMANENT_TEXT = ("lacked the necessary privileges", "403 forbidden", "access d
 _TRANSIENT_TEXT = (
     "connection refused", "connection reset", "connection aborted", "connection closed", "broken pipe",
     "timed out", "timeout", "error sending request", "could not connect", "cannot connect",
-    "server disconnected", "incomplete", "temporarily unavailable", "dns error", "failed to lookup address",
+    "server disconnected", "incomplete read", "incompleteread", "temporarily unavailable", "dns error", "failed to lookup address",
     "name or service not known", "500 internal server error", "502 bad gateway", "503 service unavailable",
     "504 gateway timeout", "service unavailable", "slow down", "please reduce your request rate",
     "error decoding response body", "unexpected eof", "end of file before message length reached",
@@ -216,6 +216,9 @@ def _advice(code: str | None) -> str:
     if code in _BUCKET_CODES:
         return ("The bucket does not exist at this endpoint. Create it, or fix the URI's bucket name and "
                 "AWS_ENDPOINT_URL / [storage] endpoint / AWS_REGION.")
+    if code is None:  # a local path (PermissionError), or a store that gave no code
+        return ("Access was denied: check that goldstream may read Silver and write Gold and the late "
+                "sinks there (file permissions, or the S3 policy of these credentials).")
     return ("Access was denied. Grant these credentials s3:ListBucket on the bucket and s3:GetObject "
             "(Silver), s3:GetObject and s3:PutObject (Gold, late sinks) on the prefixes, or use "
             "credentials that have them.")

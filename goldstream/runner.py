@@ -182,6 +182,8 @@ class Pipeline:
                 if self._must_open:
                     self._open()
                     self._must_open = False
+                    if self.stop_event.is_set():
+                        return None  # stopped while waiting for Silver
                 return action()
             except Exception as err:
                 failure = storage_failure(err, self._where())
