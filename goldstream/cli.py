@@ -70,6 +70,13 @@ def replay(
     from goldstream.observability import setup_logging
     from goldstream.runner import Pipeline
 
+    if to_version is not None and to_version < 0 or from_version is not None and from_version < 0:
+        typer.echo("error: --from-version and --to-version must not be negative", err=True)
+        raise typer.Exit(2)
+    if from_version is not None and to_version is not None and from_version > to_version:
+        typer.echo(f"error: --from-version {from_version} is after --to-version {to_version}", err=True)
+        raise typer.Exit(2)
+
     def go() -> None:
         settings = _settings(config, silver, gold_root)
         setup_logging(settings.log_level)

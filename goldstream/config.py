@@ -246,6 +246,10 @@ class QuerySpec(_Strict):
             },
             "watermark_delay_us": to_us(self.watermark_delay),
             "aggregates": [a.model_dump(exclude_none=True) for a in self.aggregates],
+            # which rows count depends on the skew bound too (only when set, so that the
+            # fingerprint of a query without it does not change)
+            **({"max_event_time_skew_us": to_us(self.max_event_time_skew)}
+               if self.max_event_time_skew is not None else {}),
         }
 
     def fingerprint(self) -> int:
@@ -359,13 +363,16 @@ class Settings(BaseSettings):
             for p, what in ((self.gold_path(q).rstrip("/"), "Gold table"), ((q.late_sink or "").rstrip("/"), "late sink")):
                 if not p:
                     continue
-                if p in paths:
+                if p in paths or any(_nested(p, other) for other in paths):
                     raise ValueError(
                         f"queries: {paths[p]} and query {q.name!r} ({what}) write the same table {p}; "
                         "every Gold table and late sink needs its own path (set gold_path / late_sink)"
                     )
-                if p == silver:
-                    raise ValueError(f"queries: the {what} of query {q.name!r} is the Silver table {p} itself")
+                if _nested(p, silver):
+                    raise ValueError(
+                        f"queries: the {what} of query {q.name!r} ({p}) is the Silver table {silver} or "
+                        "lies inside or around it; a VACUUM of one would delete the other's files"
+                    )
                 paths[p] = f"query {q.name!r} ({what})"
         return self
 
@@ -434,8 +441,21 @@ def load_settings(path: str | Path) -> Settings:
         _TOML_PATH = None
 
 
+def _nested(a: str, b: str) -> bool:
+    """Same table, or one table's folder inside the other's."""
+    a, b = a.rstrip("/"), b.rstrip("/")
+    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+
+
 def with_overrides(settings: Settings, silver: str | None = None, gold_root: str | None = None) -> Settings:
-    """Apply the CLI's --silver / --gold-root, which beat both the file and the environment."""
-    source = settings.source.model_copy(update={"path": silver}) if silver else settings.source
-    sink = settings.sink.model_copy(update={"gold_root": gold_root}) if gold_root else settings.sink
-    return settings.model_copy(update={"source": source, "sink": sink})
+    """Apply the CLI's --silver / --gold-root, which beat both the file and the environment,
+    and validate the result again (e.g. a Gold root inside the Silver table)."""
+    data = settings.model_dump(mode="python")
+    if silver:
+        data["source"]["path"] = silver
+    if gold_root:
+        data["sink"]["gold_root"] = gold_root
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_describe(err, Path("--silver/--gold-root"))) from None

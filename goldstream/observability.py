@@ -192,7 +192,6 @@ class ProgressReporter:
         m, lbl = self.metrics, {"query": name}
         m.input_rows.labels(**lbl).inc(result.rows_in)
         m.late_rows.labels(**lbl).inc(result.rows_late)
-        m.windows_emitted.labels(**lbl).inc(result.closed.height)
         m.watermark.labels(**lbl).set(run.engine.watermark_us / 1e6)
         if latest_v is not None:
             m.lag_versions.labels(**lbl).set(max(0, latest_v - run.processed))

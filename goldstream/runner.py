@@ -129,7 +129,7 @@ class Pipeline:
                                          keep_late_rows=q.late_sink is not None,
                                          max_event_time_skew_us=None if skew is None else to_us(skew))
             sink = GoldSink(self.settings.gold_path(q), q, gold_schema(q, self.source.plan), self.storage)
-            offsets = sink.open(create=not self.dry_run)
+            offsets = sink.open(create=False)
             if offsets is not None:
                 self._check_silver_reaches(q, offsets.version)
                 engine.restore(offsets.watermark_us)
@@ -138,7 +138,9 @@ class Pipeline:
                          q.name, offsets.version, fmt_us(offsets.watermark_us), offsets.low_version)
             else:
                 starting = self.from_version if self.from_version is not None else self.settings.source.starting_version
-                start = self.source.resolve_start(starting)
+                start = self.source.resolve_start(starting)  # before creating Gold: may refuse
+                if not self.dry_run:
+                    sink.open(create=True)
                 run = QueryRun(q, engine, sink, start, start - 1, start - 1)
                 log.info("query %s starts at Silver version %d", q.name, start)
             if q.late_sink and not self.dry_run:
@@ -259,6 +261,8 @@ class Pipeline:
             if rebuilt.closed.height:
                 raise AssertionError(f"rebuild of {run.query.name} emitted windows; offsets are inconsistent")
             fine = fine.filter(pl.col(VERSION) > run.processed)
+        if self.dry_run:
+            return  # status: state as of what Gold records, nothing beyond
         live_commits = [c for c in batch.commits if c.version > run.processed]
         if not live_commits:
             return
@@ -303,6 +307,7 @@ class Pipeline:
         run.sink.commit(closed, offsets, info)
         run.committed = offsets.version
         run.stats.windows_emitted += closed.height
+        self.progress.metrics.windows_emitted.labels(query=run.query.name).inc(closed.height)
         run.stats.gold_commits += 1
         run.committed_stats = replace(run.stats)
         self.progress.metrics.commits.labels(query=run.query.name).inc()
@@ -364,8 +369,12 @@ class Pipeline:
             if idle_s < timeout.total_seconds():
                 continue
             target = max_event + int(idle_s * 1e6) - run.engine.delay_us
+            windows = run.engine.windows
+            before = windows.last_closed_window(run.engine.watermark_us)
             closed = run.engine.advance_watermark(target)
-            if closed.height:
+            if windows.last_closed_window(run.engine.watermark_us) != before:
+                # committed once it passes a window end, even an empty window's: later rows
+                # are judged late against it, so it must survive a crash
                 log.info("query %s idle for %.0fs: watermark advanced to %s, %d windows closed",
                          run.query.name, idle_s, fmt_us(run.engine.watermark_us), closed.height)
                 self._commit(run, closed)

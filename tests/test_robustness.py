@@ -404,12 +404,16 @@ def test_log_retention_removed_a_needed_commit(tmp_path: Path, history: list[pl.
     assert "starting_version" in proc.stderr and "new query name or gold_path" in proc.stderr
     assert "never skips Silver data silently" in proc.stderr
     assert _gold_state(gold) == before  # nothing committed
-    # the ways out: a new query from 'earliest' is refused too; from the checkpoint on it runs
-    fresh = tmp_path / "fresh"
-    err = replay_error(EXAMPLE, silver, fresh)
-    assert err.exit_code == 2 and "versions 0..10 were removed by log retention" in str(err)
-    p = replay(EXAMPLE, silver, tmp_path / "fresh2", starting_version=11)
+    # the ways out: a version before the checkpoint is refused; a new query from 'earliest'
+    # starts like Spark from the table's snapshot at the checkpoint (one commit), then tails
+    with pytest.raises(Exception) as info:
+        pipeline(EXAMPLE, silver, tmp_path / "fresh", from_version=3).start()
+    assert info.value.exit_code == 2 and "versions 3..10 were removed by log retention" in str(info.value)
+    p = replay(EXAMPLE, silver, tmp_path / "fresh2")
     assert [r.processed for r in p.runs] == [11, 11]
+    assert p.runs[0].stats.rows_in == sum(f.height for f in history[:12])
+    for q in QUERIES:
+        assert_gold_equal(read_gold(tmp_path / "fresh2" / q), expected_gold([pl.concat(history[:12])], q))
 
 
 def test_commit_json_removed_by_hand_is_never_skipped(tmp_path: Path, history: list[pl.DataFrame]) -> None:
@@ -570,7 +574,7 @@ def test_starting_positions(tmp_path: Path, history: list[pl.DataFrame]) -> None
 
     proc = cli(EXAMPLE, silver, tmp_path / "past", env={"GOLDSTREAM_SOURCE__STARTING_VERSION": "99"})
     assert proc.returncode == 2
-    assert f"starting_version = 99 is past the latest version of Silver table {silver} (latest: 15)" in proc.stderr
+    assert f"start version 99 (starting_version or --from-version) is past the latest version of Silver table {silver} (latest: 15)" in proc.stderr
     assert all(gold_version(tmp_path / "past", q) is None for q in QUERIES)
 
 

@@ -23,6 +23,7 @@ from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from goldstream.config import QuerySpec, format_duration
 from goldstream.errors import OwnershipLost, SinkError
+from goldstream.retry import classify
 from goldstream.sink.offsets import Offsets
 from goldstream.storage import Storage
 
@@ -140,6 +141,8 @@ class GoldSink:
                                      description=desc, storage_options=self.options,
                                      commit_properties=CommitProperties(max_commit_retries=0))
         except Exception as err:  # noqa: BLE001 - a concurrent creator won: use its table
+            if classify(err) is not None:
+                raise  # a storage failure, not a lost race: retried or reported by the runner
             try:
                 return DeltaTable(self.uri, storage_options=self.options)
             except TableNotFoundError:

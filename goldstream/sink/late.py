@@ -21,6 +21,7 @@ from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from goldstream.engine.state import VERSION
 from goldstream.errors import OwnershipLost, SinkError
 from goldstream.sink.gold import TAG, committed_with_tag
+from goldstream.retry import classify
 from goldstream.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,8 @@ class LateSink:
                     DeltaTable.create(self.uri, data.schema, mode="ignore", storage_options=self.options,
                                       commit_properties=CommitProperties(max_commit_retries=0))
                 except Exception as err:  # noqa: BLE001 - a concurrent creator: its table loads next
+                    if classify(err) is not None:
+                        raise  # a storage failure, not a lost race: retried or reported by the runner
                     failure = err
                 self._load()
                 if self.dt is None:

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, TypeVar
+from urllib.parse import unquote
 
 import polars as pl
 
@@ -115,6 +116,8 @@ class SilverSource:
         self.log_dir = join(fs_path(self.uri), "_delta_log")
         self.plan: ReadPlan | None = None  # as of the commit being read
         self.current_plan: ReadPlan | None = None  # as of the table's version at open()
+        self.opened_version = -1
+        self._snapshot_version: int | None = None  # 'earliest' on a log cleaned up to a checkpoint
         self._pending: dict[int, Commit] = {}
         self._gap_checked: int | None = None
         self.files_read = 0
@@ -205,6 +208,7 @@ class SilverSource:
             plan_reads(*args, f"{self.uri} version {since} (the schema is unchanged since, up to version {version})")
             raise
         self.current_plan = self.plan
+        self.opened_version = version
 
     def _first_hole(self) -> int | None:
         """The first version missing between the oldest and the newest commit file, if any."""
@@ -256,13 +260,18 @@ class SilverSource:
         versions = self._list_versions()
         first = versions[0] if versions else latest
         if starting == "earliest":
+            if first > 0 and (cp := self._last_checkpoint()) is not None and cp >= first - 1:
+                # Log retention removed the first commits: like Spark, start from the table's
+                # snapshot at the checkpoint (one commit holding all its files), then tail.
+                self._snapshot_version = cp
+                return cp
             starting = 0
         if starting == "latest":
             return latest + 1
         if isinstance(starting, int):
             if starting > latest:
                 raise SourceError(
-                    f"starting_version = {starting} is past the latest version of Silver table {self.uri} "
+                    f"start version {starting} (starting_version or --from-version) is past the latest version of Silver table {self.uri} "
                     f"(latest: {latest}). Use a version between {first} and {latest}, 'latest' (only new "
                     "commits) or 'earliest'."
                 )
@@ -314,6 +323,8 @@ class SilverSource:
         """The commit at `version`, or None if it does not exist yet (SourceError if it is gone)."""
         if version in self._pending:
             return self._pending.pop(version)
+        if version == self._snapshot_version:
+            return self._snapshot_commit(version)
         path = join(self.log_dir, f"{version:020d}.json")
         # s3fs answers cat_file of a key missing from a cached listing with FileNotFoundError,
         # without asking S3: once caught up, new commits would never be seen. Forget the listing.
@@ -327,6 +338,35 @@ class SilverSource:
             return parse_commit(version, raw)
         except ValueError as err:
             raise SourceError(f"Silver commit {self.uri} version {version} is unreadable: {err}") from None
+
+    def _snapshot_commit(self, version: int) -> Commit:
+        """Every file of the table at `version`, as one commit (Spark's initial snapshot)."""
+        from deltalake import DeltaTable
+
+        dt = DeltaTable(self.uri, version=version, storage_options=self.storage.delta_options(self.uri))
+        if dt.protocol().reader_features and "deletionVectors" in dt.protocol().reader_features:
+            raise SourceError(
+                f"starting_version = 'earliest' on {self.uri}, whose first commits were removed, needs its "
+                f"snapshot at version {version}, and reading a snapshot with deletion vectors is not "
+                "supported: start from a version (starting_version) instead."
+            )
+        adds = pl.from_arrow(dt.get_add_actions(flatten=True)).struct.unnest()  # type: ignore[union-attr]
+        parts = [c for c in adds.columns if c.startswith("partition.")]
+        files = [
+            AddedFile(path=unquote(row["path"]), size=int(row["size_bytes"] or 0), num_records=row["num_records"],
+                      partition_values={c[len("partition."):]: None if row[c] is None else str(row[c]) for c in parts})
+            for row in adds.iter_rows(named=True)
+        ]
+        log.info("starting from the snapshot of %s at version %d (%d files): earlier commits were removed "
+                 "by log retention", self.uri, version, len(files))
+        return Commit(version, timestamp_ms=self._commit_time_ms_or_none(version), operation="SNAPSHOT", files=files)
+
+    def _commit_time_ms_or_none(self, version: int) -> int | None:
+        try:
+            modified = self.fs.modified(join(self.log_dir, f"{version:020d}.checkpoint.parquet"))
+        except (FileNotFoundError, OSError):
+            return None
+        return int(modified.replace(tzinfo=modified.tzinfo or timezone.utc).timestamp() * 1000)
 
     def _check_gap(self, version: int) -> None:
         """A commit that is missing while later ones exist was removed (log retention, or by
@@ -388,12 +428,18 @@ class SilverSource:
         return batch if batch.commits else None
 
     def _apply_metadata(self, commit: Commit) -> None:
+        """A schema met in the history before the version open() checked may lack a column
+        added later (read as null); one newer than that must hold every needed column itself,
+        or a dropped column would silently turn into nulls in Gold."""
         md = commit.metadata or {}
+        history = commit.version <= self.opened_version
         self.plan = plan_reads(
             md.get("schemaString", "{}"), list(md.get("partitionColumns") or []),
             dict(md.get("configuration") or {}), self.queries, f"{self.uri} version {commit.version}",
-            current=self.current_plan,
+            current=self.current_plan if history else None,
         )
+        if not history:
+            self.current_plan = self.plan
 
     # -- data ------------------------------------------------------------------------------
 
