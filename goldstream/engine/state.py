@@ -1,10 +1,14 @@
 """The stateful operator: per-commit watermarks, late filtering, pane state, closing windows.
 
-Input is a Polars frame of Silver rows tagged with their commit version (`__version`).
-However many commits a batch holds, the watermark rule is applied per commit
-(DESIGN §1), vectorised: each row's "watermark before its commit" is a cumulative max
-over per-commit maxima. So Gold is a pure function of Silver's commit history, whatever
-the batching.
+Input is Silver rows tagged with their commit version (`__version`). A step has two
+halves: one pass over the rows (`fine_plan`, shared by queries of the same grain in
+`fine_partials`, streamed by Polars straight from the Parquet files) folds them into
+partial aggregates per (keys, pane, commit); everything else (`process_partials`) runs
+on those few thousand partial rows. However many commits a batch holds, the watermark
+rule is applied per commit (DESIGN §1), vectorised: each commit's "watermark before" is
+a cumulative max over per-commit maxima, and a row's fate depends only on its pane and
+its commit, which are constant within a partial row. So Gold is a pure function of
+Silver's commit history, whatever the batching.
 
 State rows are partial aggregates keyed by (keys, pane, first window). The "first
 window" (`__kmin`) is the oldest window a row may still count in: a row of pane p
@@ -127,17 +131,20 @@ class WindowedAggregation:
         w = self.windows
         wm_start = self.watermark_us
         rows_in = int(fine[_ROWS].sum())
+        want_rows = self.keep_late_rows and rows is not None and fine.height > 0
         refused = 0
         if _FUTURE in fine.columns:
             refused = int(fine.filter(pl.col(_FUTURE))[_ROWS].sum())
+            if want_rows and refused:
+                versions = fine[VERSION]  # rows of these commits only (a rebuild split the batch)
+                refused_rows = self._refused_rows(rows, versions.min(), versions.max())  # type: ignore[arg-type]
             fine = fine.filter(~pl.col(_FUTURE))
         timed = fine.filter(pl.col(_PANE).is_not_null())
         rows_timed = int(timed[_ROWS].sum())
         result = StepResult(closed=self.empty_output(), rows_in=rows_in, rows_late=refused,
                             rows_null_time=rows_in - refused - rows_timed, watermark_us=wm_start)
-        want_rows = self.keep_late_rows and rows is not None and fine.height > 0
         if want_rows and refused:
-            result.late = self._refused_rows(rows, fine)  # type: ignore[arg-type]
+            result.late = refused_rows
         if rows_timed == 0:
             return result
 
@@ -188,12 +195,12 @@ class WindowedAggregation:
         w = self.windows
         return pl.max_horizontal(pane - (w.panes_per_window - 1), w.first_open_window(wm_before))
 
-    def _refused_rows(self, rows: pl.LazyFrame, fine: pl.DataFrame) -> pl.DataFrame:
-        """Rows refused by the skew bound, for the late table (they missed no window)."""
-        versions = fine[VERSION]
+    def _refused_rows(self, rows: pl.LazyFrame, first: object, last: object) -> pl.DataFrame:
+        """Rows of versions first..last refused by the skew bound, for the late table (they
+        missed no window)."""
         ts = self._event_us()
         return (
-            rows.filter(pl.col(VERSION).is_between(versions.min(), versions.max()))
+            rows.filter(pl.col(VERSION).is_between(first, last))
             .with_columns(ts.alias(_TS))
             .filter(self._is_future(pl.col(_TS), rows.collect_schema().names()))
             .with_columns(pl.lit(None, dtype=pl.Int64).alias(MISSED_WINDOW_END))

@@ -1,0 +1,140 @@
+"""Live latency: `goldstream run` polling a Silver table that receives a commit every second.
+
+The latency of a closed window is the time from the Silver commit that closed it (the
+first commit after which the watermark reached the window's end) to the Gold commit
+that holds it. Both instants are read off the two Delta logs: the modification time of
+`_delta_log/<version>.json`, i.e. the moment each commit became visible to readers (one
+clock: the same machine). Event time runs 10 s per commit (10x wall clock) so that
+windows close every ~6 s and a short run yields a few dozen samples.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from benchmarks.inputs import write_commit
+from benchmarks.measure import ROOT, child_env, goldstream_argv
+from goldstream.synth import synth_commit_frames
+
+QUERIES = {"country_stats": 2 * 60_000_000, "country_anomalies": 6 * 60_000_000}  # name -> watermark delay (µs)
+
+
+def live_latency(workdir: Path, seconds: int, rows_per_commit: int, poll_s: float, config: Path,
+                 seed: int = 11) -> dict[str, Any]:
+    silver, gold = workdir / "live_silver", workdir / "live_gold"
+    shutil.rmtree(silver, ignore_errors=True)
+    shutil.rmtree(gold, ignore_errors=True)
+    frames = list(synth_commit_frames(seconds + 1, rows_per_commit, seed, commit_interval_s=10.0))
+    write_commit(silver, frames[0])
+    env = child_env({"GOLDSTREAM_SOURCE__POLL_INTERVAL": f"{int(poll_s * 1000)}ms"})
+    daemon = subprocess.Popen(
+        goldstream_argv("run", "--config", str(config), "--silver", str(silver), "--gold-root", str(gold),
+                        "--http-port", "0"),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+    reached: dict[str, int] = {}
+    ready = threading.Event()
+    lines: list[str] = []
+
+    def follow() -> None:
+        for line in daemon.stdout:  # type: ignore[union-attr]
+            lines.append(line)
+            del lines[:-20]
+            progress = _progress(line)
+            if progress:
+                reached[progress["name"]] = int(progress["sources"][0]["endOffset"])
+                if len(reached) == len(QUERIES):
+                    ready.set()
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    try:
+        if not ready.wait(120):
+            raise RuntimeError("goldstream run did not process the first commit:\n" + "".join(lines))
+        start = time.time() + 0.5
+        for i in range(1, seconds + 1):
+            time.sleep(max(0.0, start + i - time.time()))
+            write_commit(silver, frames[i])
+        deadline = time.time() + 60
+        while min(reached.values()) < seconds and time.time() < deadline and daemon.poll() is None:
+            time.sleep(0.1)
+        caught_up = min(reached.values()) >= seconds
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            code = daemon.wait(30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            code = daemon.wait()
+        reader.join(timeout=5)
+    if not caught_up or code != 0:
+        raise RuntimeError(f"goldstream run exited {code}, caught up: {caught_up}:\n" + "".join(lines))
+    return _latencies(silver, gold, frames, seconds, poll_s)
+
+
+def _progress(line: str) -> dict[str, Any] | None:
+    if '"progress"' not in line:
+        return None
+    try:
+        record = json.loads(line).get("progress")
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and record.get("sources") else None
+
+
+def _visible_at(table: Path, version: int) -> float:
+    return os.stat(table / "_delta_log" / f"{version:020d}.json").st_mtime
+
+
+def _latencies(silver: Path, gold_root: Path, frames: list[pl.DataFrame], seconds: int,
+               poll_s: float) -> dict[str, Any]:
+    silver_at = {v: _visible_at(silver, v) for v in range(seconds + 1)}
+    max_event = [f["event_timestamp"].dt.epoch("us").max() if f.height else None for f in frames]
+    samples: dict[str, list[float]] = {}
+    for name, delay in QUERIES.items():
+        wm, after = 0, []
+        for m in max_event:  # the engine's rule: per commit, ms-truncated, monotone
+            if m is not None:
+                wm = max(wm, (m // 1000) * 1000 - delay)
+            after.append(wm)
+        gold = gold_root / name
+        per_commit: list[float] = []
+        for log in sorted((gold / "_delta_log").glob("*.json")):
+            version = int(log.stem)
+            adds = [json.loads(x)["add"]["path"] for x in log.read_text().splitlines() if '"add"' in x]
+            if not adds:
+                continue
+            ends = pl.concat([pl.read_parquet(gold / p, columns=["window_end"]) for p in adds])["window_end"]
+            closers = {next(v for v, w in enumerate(after) if w >= end) for end in ends.dt.epoch("us").unique()}
+            per_commit += [_visible_at(gold, version) - silver_at[v] for v in closers if v >= 1]
+        samples[name] = per_commit
+    every = [x for xs in samples.values() for x in xs]
+    return {
+        "poll_interval_s": poll_s,
+        "silver_commits": seconds,
+        "rows_per_commit": len(frames[1]) if len(frames) > 1 else 0,
+        "samples": len(every),
+        "median_s": statistics.median(every) if every else None,
+        "p95_s": _quantile(every, 0.95),
+        "max_s": max(every) if every else None,
+        "per_query": {q: {"samples": len(xs), "median_s": statistics.median(xs) if xs else None,
+                          "p95_s": _quantile(xs, 0.95)} for q, xs in samples.items()},
+    }
+
+
+def _quantile(xs: list[float], q: float) -> float | None:
+    if not xs:
+        return None
+    if len(xs) == 1:
+        return xs[0]
+    return statistics.quantiles(xs, n=100, method="inclusive")[round(q * 100) - 1]
