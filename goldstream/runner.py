@@ -1,6 +1,7 @@
 """One loop for the daemon and for replay: poll → read → engine → commit.
 
-Silver is read once per batch for all queries. Each query resumes from its own Gold
+Silver's rows are read once per batch for all queries (again only to fill an optional
+late table). Each query resumes from its own Gold
 offsets: commits up to the version it already processed are replayed only to rebuild
 its state (with the restored watermark, rows of already emitted windows are late by
 construction, so nothing is emitted twice); later commits are processed live and

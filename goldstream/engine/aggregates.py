@@ -1,6 +1,6 @@
 """Each aggregate declared once: partial → merge → finalize, as Polars expressions.
 
-`partial()` runs inside a group-by over Silver rows (one group per key × pane), `merge()`
+`partial()` runs inside a group-by over Silver rows (one group per key × pane × commit), `merge()`
 inside a group-by over partial rows (to fold a new batch into state, and to assemble a
 window from its panes), `finalize()` over merged partials. The same three expressions
 serve tumbling and sliding windows. Semantics are Spark SQL's (DESIGN §1): nulls are

@@ -184,7 +184,7 @@ class WindowedAggregation:
         return pl.col(self.query.event_time).cast(pl.Datetime("us", "UTC")).dt.epoch("us")
 
     def _is_future(self, ts: pl.Expr, columns: list[str]) -> pl.Expr:
-        """The skew rule of engine/skew.py (split_future) as an expression: event time more
+        """The skew rule of engine/skew.py as an expression: event time more
         than the bound ahead of the row's commit timestamp (or of now, without one)."""
         now_ms = self._now_ms
         ref_ms = pl.col(COMMIT_MS).fill_null(now_ms) if COMMIT_MS in columns else pl.lit(now_ms)

@@ -335,9 +335,13 @@ class SilverSource:
             self._check_gap(version)
             return None
         try:
-            return parse_commit(version, raw)
+            commit = parse_commit(version, raw)
         except ValueError as err:
             raise SourceError(f"Silver commit {self.uri} version {version} is unreadable: {err}") from None
+        if commit.timestamp_ms is None:  # no commitInfo: the protocol's fallback, the file's time,
+            modified = self.fs.modified(path)  # so the skew bound decides the same on every replay
+            commit.timestamp_ms = int(modified.replace(tzinfo=modified.tzinfo or timezone.utc).timestamp() * 1000)
+        return commit
 
     def _snapshot_commit(self, version: int) -> Commit:
         """Every file of the table at `version`, as one commit (Spark's initial snapshot)."""
