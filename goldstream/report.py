@@ -47,6 +47,7 @@ def status(settings: Settings) -> list[dict[str, Any]]:
             "max_event_time": None if max_event is None else fmt_us(max_event),
             "watermark": fmt_us(run.engine.watermark_us),
             "open_windows": run.engine.open_windows(),
+            "late_rows": run.sink.committed.late_rows if run.sink.committed is not None else 0,
             "last_gold_commit": last_commit,
         })
     return out

@@ -66,6 +66,7 @@ class QueryRun:
     last_batch_ms: float = 0.0
     late_sink: LateSink | None = None
     last_data_wall: float = field(default_factory=time.time)
+    late_base: int = 0  # late rows counted before this process (from Gold), for the offsets
 
     def offsets(self) -> Offsets:
         low = self.engine.oldest_version_in_state()
@@ -74,6 +75,7 @@ class QueryRun:
             watermark_us=self.engine.watermark_us,
             low_version=self.processed + 1 if low is None else low,
             fingerprint=self.query.fingerprint(),
+            late_rows=self.late_base + self.stats.rows_late,
         )
 
 
@@ -148,6 +150,8 @@ class Pipeline:
                 run.late_sink = LateSink(q.late_sink, q.resolved_app_id, self.storage, query=q.name)
             if q.name in carried:
                 run.stats, run.committed_stats = replace(carried[q.name]), carried[q.name]
+            if offsets is not None:
+                run.late_base = offsets.late_rows - run.stats.rows_late
             self.runs.append(run)
         self.cursor = min(r.rebuild_from for r in self.runs)
         self.ready = True

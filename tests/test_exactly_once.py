@@ -216,12 +216,14 @@ def test_run_sigkilled_at_random_instants_equals_one_replay(tmp_path: Path) -> N
 @pytest.mark.slow  # a crash loop; still part of the default run
 def test_replay_sigkilled_and_rerun_equals_one_replay(tmp_path: Path) -> None:
     silver, gold, late = tmp_path / "silver", tmp_path / "gold", tmp_path / "late"
-    frames = list(synth_commit_frames(80, 40, seed=21))
+    # long enough (many small batches, each a Gold commit) that the kills land before a
+    # replay can finish: the replay is fast, and the loop stops at the first clean finish
+    frames = list(synth_commit_frames(160, 40, seed=21))
     table = FastSilver(silver, frames[0])
     for f in frames:
         table.append(f)
     cfg = write_config(tmp_path / "replay.toml", silver, gold, _queries_with_late_sinks(late),
-                       max_commits_per_batch=3)
+                       max_commits_per_batch=2)
     killer = Killer(random.Random(99), gold, late)
     runs = 0
     while True:

@@ -203,3 +203,19 @@ def test_only_needed_columns_are_read(tmp_path: Path, example_config: Path) -> N
     assert set(frame.columns) == {"event_timestamp", "origin_country", "altitude_meters", "velocity_kmh",
                                   "on_ground", "__version"}
     assert frame.height == sum(f.height for f in frames[:4])
+
+
+def test_late_row_count_survives_restarts_and_reaches_status(silver: Path, tmp_path: Path,
+                                                             example_config: Path) -> None:
+    whole = _replay(_settings(example_config, silver, tmp_path / "whole"))
+    split = tmp_path / "split"
+    for stop in (9, 23, None):
+        _replay(_settings(example_config, silver, split), to_version=stop)
+    proc = goldstream("status", "--config", str(example_config), "--silver", str(silver),
+                      "--gold-root", str(split), "--json")
+    status = {r["query"]: r for r in json.loads(proc.stdout)}
+    for run in whole.runs:
+        assert run.stats.rows_late > 0
+        assert status[run.query.name]["late_rows"] == run.stats.rows_late
+        off = Offsets.from_table(DeltaTable(str(split / run.query.name)), run.query.resolved_app_id)
+        assert off is not None and off.late_rows == run.stats.rows_late

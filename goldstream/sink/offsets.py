@@ -8,6 +8,7 @@ application id:
     <app>.watermark     watermark in µs after that version
     <app>.low           lowest Silver version with a row still feeding an open window
     <app>.fingerprint   hash of the query definition
+    <app>.lateRows      rows dropped as late so far (for status; counts survive restarts)
 
 They are written in the same commit as the rows they account for, so Gold's rows and
 offsets never disagree.
@@ -20,7 +21,7 @@ from typing import Any
 
 from deltalake import Transaction
 
-_FIELDS = ("watermark", "low", "fingerprint")
+_FIELDS = ("watermark", "low", "fingerprint", "lateRows")
 
 
 @dataclass(frozen=True)
@@ -29,10 +30,11 @@ class Offsets:
     watermark_us: int
     low_version: int
     fingerprint: int
+    late_rows: int = 0  # rows dropped by the watermark so far (for status; survives restarts)
 
     def to_txns(self, app_id: str, now_ms: int) -> list[Transaction]:
         values = {"": self.version, "watermark": self.watermark_us, "low": self.low_version,
-                  "fingerprint": self.fingerprint}
+                  "fingerprint": self.fingerprint, "lateRows": self.late_rows}
         return [Transaction(app_id + (f".{k}" if k else ""), v, now_ms) for k, v in values.items()]
 
     @classmethod
@@ -40,5 +42,6 @@ class Offsets:
         version = dt.transaction_version(app_id)
         if version is None:
             return None
-        wm, low, fp = (dt.transaction_version(f"{app_id}.{k}") for k in _FIELDS)
-        return cls(int(version), int(wm or 0), int(low if low is not None else version + 1), int(fp or 0))
+        wm, low, fp, late = (dt.transaction_version(f"{app_id}.{k}") for k in _FIELDS)
+        return cls(int(version), int(wm or 0), int(low if low is not None else version + 1), int(fp or 0),
+                   int(late or 0))
