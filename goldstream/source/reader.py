@@ -452,18 +452,24 @@ class SilverSource:
             return f.path
         return join(self.uri, f.path) if is_remote(self.uri) else join(fs_path(self.uri), f.path)
 
-    def _scan(self, f: AddedFile, version: int, commit_ms: int | None = None) -> pl.LazyFrame:
+    def _parquet(self, uris: str | list[str], **extra: Any) -> pl.LazyFrame:
+        """Only the needed data columns, by physical name, cast to the plan's types."""
         assert self.plan is not None
         data_cols = self.plan.data_columns
-        lf = pl.scan_parquet(
-            self._file_uri(f),
+        return pl.scan_parquet(
+            uris,
             schema={c.physical: c.dtype for c in data_cols},
             missing_columns="insert",
             extra_columns="ignore",
             cast_options=_CAST,
             glob=False,
             storage_options=self.storage.polars_options(self.uri),
-        ).select([pl.col(c.physical).alias(c.name) for c in data_cols])
+            **extra,
+        ).select(*[pl.col(c.physical).alias(c.name) for c in data_cols], *extra.values())
+
+    def _scan(self, f: AddedFile, version: int, commit_ms: int | None = None) -> pl.LazyFrame:
+        assert self.plan is not None
+        lf = self._parquet(self._file_uri(f))
         parts = [
             pl.lit(f.partition_values.get(c.physical, f.partition_values.get(c.name)))
             .cast(pl.String).pipe(_parse_partition, c.dtype).alias(c.name)
@@ -498,17 +504,7 @@ class SilverSource:
         if self.plan.partition_columns or self.with_commit_time or len(set(uris)) != len(uris):
             return BatchScan(pl.concat([self._scan(*s) for s in scans], how="vertical_relaxed")
                              .select(*names, *extra, VERSION))
-        data_cols = self.plan.data_columns
-        rows = pl.scan_parquet(
-            uris,
-            schema={c.physical: c.dtype for c in data_cols},
-            missing_columns="insert",
-            extra_columns="ignore",
-            cast_options=_CAST,
-            glob=False,
-            storage_options=self.storage.polars_options(self.uri),
-            include_file_paths=_FILE,
-        ).select(*[pl.col(c.physical).alias(c.name) for c in data_cols], _FILE)
+        rows = self._parquet(uris, include_file_paths=_FILE)
         files = pl.DataFrame({_FILE: uris, VERSION: [v for _, v, _ in scans]},
                              schema={_FILE: pl.String(), VERSION: pl.Int64()})
         return BatchScan(rows, unit=_FILE, files=files, where=f"{self.uri} versions {batch.first}-{batch.last}")
