@@ -10,7 +10,6 @@ so a log, a CI job or a test can follow it.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any

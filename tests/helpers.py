@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import subprocess
 import sys
@@ -53,3 +55,20 @@ def append_commits(table: str | Path, frames: list[pl.DataFrame | None], schema_
 def write_config(path: Path, text: str, **fmt: Any) -> Path:
     path.write_text(text.format(**fmt))
     return path
+
+
+def toml_value(v: Any) -> str:
+    """A Python value as a TOML value (tests write configs as text)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float) and math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(f"cannot write {v!r} as TOML")

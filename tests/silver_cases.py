@@ -8,7 +8,6 @@ comes from the brute-force oracle (`reference.py`) over the table's own commit l
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import tomllib
 from pathlib import Path
@@ -18,7 +17,7 @@ import polars as pl
 from deltalake import DeltaTable, write_deltalake
 
 from goldstream.synth import synth_commit_frames
-from helpers import QUERIES, ROOT, goldstream, read_gold
+from helpers import QUERIES, ROOT, goldstream, read_gold, toml_value
 from reference import read_delta_commits, reference_gold_frame
 
 EXAMPLE = ROOT / "config.example.toml"
@@ -57,32 +56,16 @@ def data_file_of(table: Path, version: int) -> Path:
 # -- config ------------------------------------------------------------------------------
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float) and math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
-    raise TypeError(f"cannot write {v!r} as TOML")
-
-
 def dump_toml(doc: dict[str, Any]) -> str:
     """Just enough TOML for goldstream configs: scalars, tables, arrays of tables."""
-    lines = [f"{k} = {_toml_value(v)}" for k, v in doc.items() if not isinstance(v, (dict, list))
+    lines = [f"{k} = {toml_value(v)}" for k, v in doc.items() if not isinstance(v, (dict, list))
              or (isinstance(v, list) and not all(isinstance(x, dict) for x in v))]
     for k, v in doc.items():
         if isinstance(v, dict):
-            lines += ["", f"[{k}]"] + [f"{kk} = {_toml_value(vv)}" for kk, vv in v.items()]
+            lines += ["", f"[{k}]"] + [f"{kk} = {toml_value(vv)}" for kk, vv in v.items()]
         elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
             for item in v:
-                lines += ["", f"[[{k}]]"] + [f"{kk} = {_toml_value(vv)}" for kk, vv in item.items()]
+                lines += ["", f"[[{k}]]"] + [f"{kk} = {toml_value(vv)}" for kk, vv in item.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -22,6 +22,8 @@ from typing import Any, Callable
 import polars as pl
 from deltalake import DeltaTable, write_deltalake
 
+from helpers import toml_value
+
 ROOT = Path(__file__).resolve().parent.parent
 WAIT = 120.0  # deadline of any wait: only there to fail instead of hanging
 
@@ -35,28 +37,14 @@ def seed_queries() -> dict[str, dict[str, Any]]:
         return {q["name"]: q for q in tomllib.load(fh)["queries"]}
 
 
-def _toml(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {_toml(x)}" for k, x in v.items()) + " }"
-    raise TypeError(f"cannot write {v!r} as TOML")
-
-
 def write_config(path: Path, silver: Path | str, gold_root: Path | str, queries: list[dict[str, Any]],
                  **source: Any) -> Path:
     """A complete goldstream TOML config: [source] (path + overrides), [sink], [[queries]]."""
-    lines = ['log_level = "INFO"', "", "[source]", f"path = {_toml(str(silver))}"]
-    lines += [f"{k} = {_toml(v)}" for k, v in source.items()]
-    lines += ["", "[sink]", f"gold_root = {_toml(str(gold_root))}", "", "[server]", "http_port = 0"]
+    lines = ['log_level = "INFO"', "", "[source]", f"path = {toml_value(str(silver))}"]
+    lines += [f"{k} = {toml_value(v)}" for k, v in source.items()]
+    lines += ["", "[sink]", f"gold_root = {toml_value(str(gold_root))}", "", "[server]", "http_port = 0"]
     for q in queries:
-        lines += ["", "[[queries]]"] + [f"{k} = {_toml(v)}" for k, v in q.items()]
+        lines += ["", "[[queries]]"] + [f"{k} = {toml_value(v)}" for k, v in q.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
 

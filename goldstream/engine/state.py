@@ -128,7 +128,6 @@ class WindowedAggregation:
         """Take in the fine partials of whole commits (see fine_plan) and return the windows
         they closed. `rows` (the same commits' rows, lazily) is read again only to hand
         dropped rows to an optional late table; None skips that (state rebuild)."""
-        w = self.windows
         wm_start = self.watermark_us
         rows_in = int(fine[_ROWS].sum())
         want_rows = self.keep_late_rows and rows is not None and fine.height > 0
