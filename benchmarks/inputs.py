@@ -1,7 +1,7 @@
 """Benchmark inputs: synthetic Silver tables, generated once and reused while their
 parameters match (a `inputs.json` marker next to them).
 
-- The throughput case is written by `goldstream.synth.generate_silver` itself: one
+- The throughput case is written by `goldstream.demo.synth.generate_silver` itself: one
   delta-rs `write_deltalake` per commit, exactly what `goldstream generate-silver` does.
 - The 24-hour history keeps the OpenSky commit cadence (one commit per 10 s of event
   time: 8,640 commits) but not its row rate (see `HISTORY_ROWS_PER_COMMIT`). One
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import polars as pl
 
-from goldstream.synth import generate_silver, synth_commit_frames
+from goldstream.demo.synth import generate_silver, synth_commit_frames
 
 COMMIT_INTERVAL_S = 10.0  # event time per commit: OpenSky's ~10 s ingestion cadence
 HISTORY_COMMITS = 24 * 3600 // 10  # 8,640: 24 h at one commit per 10 s

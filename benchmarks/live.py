@@ -25,7 +25,7 @@ import polars as pl
 
 from benchmarks.inputs import write_commit
 from benchmarks.measure import ROOT, child_env, goldstream_argv
-from goldstream.synth import synth_commit_frames
+from goldstream.demo.synth import synth_commit_frames
 
 QUERIES = {"country_stats": 2 * 60_000_000, "country_anomalies": 6 * 60_000_000}  # name -> watermark delay (µs)
 

@@ -97,7 +97,7 @@ def run(
     http_port: Annotated[Optional[int], typer.Option(help="health/metrics port (0 disables; default from config)")] = None,
 ) -> None:
     """Tail Silver forever: poll, process, commit, sleep. SIGTERM/SIGINT stop cleanly (exit 0)."""
-    from goldstream.config import to_us
+    from goldstream.durations import to_us
     from goldstream.observability import setup_logging
     from goldstream.retry import FOREVER
     from goldstream.runner import Pipeline
@@ -171,7 +171,7 @@ def validate_config(config: Annotated[Path, typer.Argument(help="TOML configurat
     """Check a configuration file (and GOLDSTREAM_* overrides) without touching storage."""
     import os
 
-    from goldstream.config import format_duration as fmt
+    from goldstream.durations import format_duration as fmt
     from goldstream.config import load_settings
 
     def go() -> None:
@@ -205,7 +205,7 @@ def generate_silver(
 ) -> None:
     """Write a seeded OpenSky-like synthetic Silver table (one Delta commit per batch)."""
     from goldstream.storage import Storage
-    from goldstream.synth import generate_silver as gen
+    from goldstream.demo.synth import generate_silver as gen
 
     summary = gen(out, commits, rows_per_commit, seed, commit_interval_s=commit_interval,
                   storage_options=Storage.from_env().delta_options(out))
@@ -229,7 +229,7 @@ def demo(
                                                       "(default ~/.cache/goldstream)")] = None,
 ) -> None:
     """Stream real OpenSky traffic into Silver, run both seed queries live, show the Gold windows."""
-    from goldstream.demo import DemoOptions, run_demo
+    from goldstream.demo.run import DemoOptions, run_demo
 
     if data not in ("auto", "opensky", "synthetic"):
         _fail(ConfigError(f"--data {data!r}: use auto, opensky or synthetic"))
@@ -249,10 +249,6 @@ def _print_summary(rows: list[dict[str, Any]], as_json: bool) -> None:
             f"{r['rows_null_event_time']} without event time, {r['windows_emitted']} windows emitted -> "
             f"{r['gold']}; Silver version {r['silver_version']}, watermark {r['watermark']}"
         )
-
-
-def main() -> None:  # pragma: no cover - console entry point
-    app()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -33,46 +32,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from goldstream.durations import format_duration, parse_duration, to_us
 from goldstream.errors import ConfigError
-
-_UNITS_US = {"us": 1, "ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000, "d": 86_400_000_000}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(us|ms|s|m|h|d)")
-_DURATION_HINT = "use a number with a unit us, ms, s, m, h or d (e.g. '5s', '1m30s', '500ms')"
-
-
-def parse_duration(value: Any) -> timedelta:
-    """Parse "5s", "1m30s", "500ms", "2h" (or a number of seconds) into a timedelta.
-
-    A leading minus is parsed (not rejected as a typo) so that the field's own rule can
-    say "must not be negative" instead of a vaguer "invalid duration"."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    if not isinstance(value, str):
-        raise ValueError(f"expected a duration, got {value!r}: {_DURATION_HINT}")
-    text = value.strip().replace(" ", "")
-    sign = -1 if text.startswith("-") else 1
-    text = text.removeprefix("-")
-    pos, total_us = 0, 0.0
-    for m in _DURATION_PART.finditer(text):
-        if m.start() != pos:
-            break
-        total_us += float(m.group(1)) * _UNITS_US[m.group(2)]
-        pos = m.end()
-    if pos != len(text) or not text:
-        raise ValueError(f"invalid duration {value!r}: {_DURATION_HINT}")
-    return timedelta(microseconds=sign * round(total_us))
-
-
-def format_duration(td: timedelta) -> str:
-    us = int(td / timedelta(microseconds=1))
-    sign, us = ("-", -us) if us < 0 else ("", us)
-    for unit in ("d", "h", "m", "s", "ms"):
-        if us and us % _UNITS_US[unit] == 0:
-            return f"{sign}{us // _UNITS_US[unit]}{unit}"
-    return f"{sign}{us}us"
-
 
 def _require(td: timedelta | None, name: str, *, positive: bool) -> None:
     """Raise the rule a duration field breaks, in the config's own notation."""
@@ -86,9 +47,6 @@ def _require(td: timedelta | None, name: str, *, positive: bool) -> None:
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration)]
 
-
-def to_us(td: timedelta) -> int:
-    return int(td / timedelta(microseconds=1))
 
 
 class _Strict(BaseModel):
@@ -227,12 +185,6 @@ class QuerySpec(_Strict):
     @property
     def resolved_app_id(self) -> str:
         return self.app_id or f"goldstream-{self.name}"
-
-    def input_columns(self) -> list[str]:
-        """Silver columns this query reads (and nothing else is read from storage)."""
-        cols = [self.event_time, *self.keys]
-        cols += [a.column for a in self.aggregates if a.column]
-        return list(dict.fromkeys(cols))
 
     def definition(self) -> dict[str, Any]:
         """What defines the query's output; a change to any of it changes the Gold rows."""
@@ -385,22 +337,6 @@ class Settings(BaseSettings):
     def gold_path(self, query: QuerySpec) -> str:
         return query.gold_path or f"{self.sink.gold_root.rstrip('/')}/{query.name}"
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if _TOML_PATH is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=_TOML_PATH))
-        return tuple(sources)
-
-
-_TOML_PATH: Path | None = None
 
 
 def _describe(err: ValidationError, path: Path) -> str:
@@ -422,23 +358,35 @@ def _describe(err: ValidationError, path: Path) -> str:
 
 def load_settings(path: str | Path) -> Settings:
     """Load and validate `path` plus GOLDSTREAM_* env; raise ConfigError naming each bad field."""
-    global _TOML_PATH
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"configuration file {p} does not exist; copy config.example.toml and edit it")
-    _TOML_PATH = p
+
+    class FromFile(Settings):
+        """Settings read from this one file (env first, then the file): the path is bound
+        here rather than in a module global, so loads never see each other's file."""
+
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=p)
+
     try:
         import tomllib
 
         with p.open("rb") as fh:
             tomllib.load(fh)
-        return Settings()
+        return FromFile()
     except ValidationError as err:
         raise ConfigError(_describe(err, p)) from None
     except ValueError as err:  # tomllib.TOMLDecodeError and env JSON errors
         raise ConfigError(f"cannot parse configuration {p}: {err}") from None
-    finally:
-        _TOML_PATH = None
 
 
 def _nested(a: str, b: str) -> bool:

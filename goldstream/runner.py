@@ -18,8 +18,10 @@ from typing import Any, Callable, TypeVar
 
 import polars as pl
 
-from goldstream.config import QuerySpec, Settings, to_us
-from goldstream.engine.state import VERSION, WindowedAggregation, fine_partials
+from goldstream.config import QuerySpec, Settings
+from goldstream.durations import to_us
+from goldstream.columns import VERSION
+from goldstream.engine.state import WindowedAggregation, fine_partials
 from goldstream.errors import SourceError, TransientStorageError
 from goldstream.observability import ProgressReporter
 from goldstream.retry import RetryPolicy, storage_failure

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from goldstream.config import to_us
+from goldstream.durations import to_us
 from goldstream.errors import ConfigError
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from typing import Any
 import polars as pl
 from deltalake import DeltaTable, write_deltalake
 
-from goldstream.synth import synth_commit_frames
+from goldstream.demo.synth import synth_commit_frames
 from helpers import QUERIES, ROOT, goldstream, read_gold, toml_value
 from reference import read_delta_commits, reference_gold_frame
 

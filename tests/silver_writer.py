@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from deltalake import DeltaTable, write_deltalake  # noqa: E402
 
-from goldstream.synth import synth_commit_frames  # noqa: E402
+from goldstream.demo.synth import synth_commit_frames  # noqa: E402
 
 
 def main() -> None:

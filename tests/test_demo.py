@@ -28,9 +28,9 @@ from deltalake import DeltaTable
 
 from gold_compare import assert_gold_equal
 from goldstream.config import load_settings, with_overrides
-from goldstream.opensky import default_cache_dir, fetch_traffic_wheel
+from goldstream.demo.opensky import default_cache_dir, fetch_traffic_wheel
 from goldstream.runner import Pipeline
-from goldstream.synth import generate_silver
+from goldstream.demo.synth import generate_silver
 from helpers import QUERIES, ROOT, goldstream, read_gold
 
 FAST = ("--commit-every", "0.05")  # 20 commits a second: the tests need no suspense

@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from goldstream.config import QuerySpec
-from goldstream.engine.state import VERSION, WindowedAggregation
+from goldstream.columns import VERSION
+from goldstream.engine.state import WindowedAggregation
 from gold_compare import assert_gold_equal
 from reference import reference_frame, reference_gold
 

@@ -29,11 +29,12 @@ import pytest
 from deltalake import DeltaTable
 
 from gold_compare import assert_gold_equal
-from goldstream.config import Settings, load_settings, parse_duration, to_us
+from goldstream.config import Settings, load_settings
+from goldstream.durations import parse_duration, to_us
 from goldstream.errors import OwnershipLost, SinkError
 from goldstream.runner import Pipeline
 from goldstream.storage import Storage
-from goldstream.synth import DEFAULT_START, synth_commit_frames
+from goldstream.demo.synth import DEFAULT_START, synth_commit_frames
 from helpers import read_gold
 from reference import read_delta_commits, reference_gold
 from stream_helpers import (

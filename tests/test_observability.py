@@ -37,7 +37,7 @@ from goldstream.config import Settings, load_settings, with_overrides
 from goldstream.runner import Pipeline
 from goldstream.server import readiness
 from goldstream.storage import Storage
-from goldstream.synth import DEFAULT_START, generate_silver
+from goldstream.demo.synth import DEFAULT_START, generate_silver
 from helpers import QUERIES, ROOT, goldstream, read_gold
 
 METRICS = ("goldstream_input_rows_total", "goldstream_late_rows_total", "goldstream_windows_emitted_total",

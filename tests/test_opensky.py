@@ -14,7 +14,7 @@ import pytest
 from deltalake import DeltaTable
 from polars.testing import assert_frame_equal
 
-from goldstream.opensky import (
+from goldstream.demo.opensky import (
     FEET_TO_METRES,
     PATTERNS_MEMBER,
     country_ranges,
@@ -25,7 +25,7 @@ from goldstream.opensky import (
     opensky_commit_frames,
     write_opensky_silver,
 )
-from goldstream.synth import SILVER_SCHEMA
+from goldstream.demo.synth import SILVER_SCHEMA
 
 QUICKSTART_ROWS = 284_505
 QUICKSTART_AIRCRAFT = 213

@@ -25,11 +25,12 @@ from deltalake import write_deltalake
 
 from gold_compare import assert_gold_equal
 from goldstream.config import QuerySpec, load_settings, with_overrides
-from goldstream.engine.state import VERSION, WindowedAggregation, fine_partials
+from goldstream.columns import VERSION
+from goldstream.engine.state import WindowedAggregation, fine_partials
 from goldstream.errors import SourceError
 from goldstream.runner import Pipeline
 from goldstream.source.reader import BatchScan
-from goldstream.synth import generate_silver, synth_commit_frames
+from goldstream.demo.synth import generate_silver, synth_commit_frames
 from helpers import ROOT, read_gold
 from reference import read_delta_commits, reference_gold_frame
 

@@ -15,7 +15,7 @@ from goldstream.config import Settings, load_settings, with_overrides
 from goldstream.errors import SourceError
 from goldstream.runner import Pipeline
 from goldstream.sink.offsets import Offsets
-from goldstream.synth import generate_silver, synth_commit_frames
+from goldstream.demo.synth import generate_silver, synth_commit_frames
 from helpers import QUERIES, goldstream, read_gold
 from reference import read_delta_commits, reference_gold_frame
 

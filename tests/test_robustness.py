@@ -30,7 +30,7 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.schema import Field
 
 from gold_compare import assert_gold_equal
-from goldstream.synth import empty_silver_frame
+from goldstream.demo.synth import empty_silver_frame
 from helpers import QUERIES, ROOT, read_gold
 from reference import read_delta_commits, reference_gold
 from silver_cases import (

@@ -42,7 +42,7 @@ from goldstream.config import load_settings
 from goldstream.retry import Backoff, classify
 from goldstream.runner import Pipeline
 from goldstream.storage import Storage, fs_path
-from goldstream.synth import DEFAULT_START, synth_commit_frames
+from goldstream.demo.synth import DEFAULT_START, synth_commit_frames
 from helpers import QUERIES, conformance_cases, read_gold
 from s3server import S3Server, S3ServerError
 from stream_helpers import ROOT, FastSilver, Proc, cli_env, seed_queries, wait_until, write_config

@@ -11,7 +11,7 @@ import pytest
 from deltalake import DeltaTable
 from polars.testing import assert_frame_equal
 
-from goldstream.synth import (
+from goldstream.demo.synth import (
     DEFAULT_START,
     SILVER_SCHEMA,
     SynthSummary,

@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from goldstream.config import QuerySpec, to_us
+from goldstream.columns import COMMIT_MS, MISSED_WINDOW_END, VERSION
+from goldstream.config import QuerySpec
+from goldstream.durations import to_us
 from goldstream.engine.aggregates import AggregateSet
-from goldstream.engine.skew import COMMIT_MS, MISSED_WINDOW_END
 from goldstream.engine.windows import Windows
 
-VERSION = "__version"
 _TS, _PANE, _KMIN, _K, _MINVER, _WM = "__ts", "__pane", "__kmin", "__k", "__minver", "__wm_before"
 _TSMAX, _ROWS, _FUTURE = "__tsmax", "__rows", "__future"
 
@@ -56,7 +56,7 @@ class WindowedAggregation:
     query: QuerySpec
     watermark_us: int = 0
     keep_late_rows: bool = False
-    max_event_time_skew_us: int | None = None  # opt-in: see engine/skew.py
+    max_event_time_skew_us: int | None = None  # opt-in: see _is_future
     input_schema: dict[str, pl.DataType] = field(default_factory=dict)
     windows: Windows = field(init=False)
     aggs: AggregateSet = field(init=False)
@@ -183,8 +183,14 @@ class WindowedAggregation:
         return pl.col(self.query.event_time).cast(pl.Datetime("us", "UTC")).dt.epoch("us")
 
     def _is_future(self, ts: pl.Expr, columns: list[str]) -> pl.Expr:
-        """The skew rule of engine/skew.py as an expression: event time more
-        than the bound ahead of the row's commit timestamp (or of now, without one)."""
+        """The opt-in skew bound (`max_event_time_skew`), a documented departure from Spark:
+        one row stamped years ahead (a broken device clock, a unit error) would move the
+        watermark years ahead and make every later row late, so a row whose event time is
+        more than the bound ahead of its Silver commit's timestamp is refused instead
+        (counted as late, sent to the late table, moving nothing). The reference is the
+        commit's own timestamp from the Delta log, not this process's clock, so a replay
+        years later decides as the live stream did; a commit without one gets its log
+        file's modification time when read, and only then "now"."""
         now_ms = self._now_ms
         ref_ms = pl.col(COMMIT_MS).fill_null(now_ms) if COMMIT_MS in columns else pl.lit(now_ms)
         return (ts > ref_ms.cast(pl.Int64) * 1000 + self.max_event_time_skew_us).fill_null(False)

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from goldstream.config import WindowSpec, to_us
+from goldstream.config import WindowSpec
+from goldstream.durations import to_us
 
 
 @dataclass(frozen=True)

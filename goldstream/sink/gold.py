@@ -21,7 +21,8 @@ import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
-from goldstream.config import QuerySpec, format_duration
+from goldstream.config import QuerySpec
+from goldstream.durations import format_duration
 from goldstream.errors import OwnershipLost, SinkError
 from goldstream.retry import classify
 from goldstream.sink.offsets import Offsets

@@ -18,7 +18,7 @@ import polars as pl
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
-from goldstream.engine.state import VERSION
+from goldstream.columns import LATE_MISSED_WINDOW_END, LATE_VERSION, MISSED_WINDOW_END, VERSION
 from goldstream.errors import OwnershipLost, SinkError
 from goldstream.sink.gold import TAG, committed_with_tag
 from goldstream.retry import classify
@@ -69,9 +69,9 @@ class LateSink:
         rows = late.filter(pl.col(VERSION) > self.written_through)
         if rows.height == 0:
             return 0
-        out = rows.drop([c for c in rows.columns if c.startswith("__") and c not in (VERSION, "__missed_window_end")])
-        out = out.rename({VERSION: "silver_version", "__missed_window_end": "missed_window_end"}).with_columns(
-            pl.col("missed_window_end").cast(pl.Datetime("us", "UTC"))
+        out = rows.drop([c for c in rows.columns if c.startswith("__") and c not in (VERSION, MISSED_WINDOW_END)])
+        out = out.rename({VERSION: LATE_VERSION, MISSED_WINDOW_END: LATE_MISSED_WINDOW_END}).with_columns(
+            pl.col(LATE_MISSED_WINDOW_END).cast(pl.Datetime("us", "UTC"))
         )
         data = out.to_arrow(compat_level=pl.CompatLevel.oldest())
         failed = False

@@ -27,9 +27,9 @@ from urllib.parse import unquote
 
 import polars as pl
 
-from goldstream.config import QuerySpec, SourceSpec, format_duration, to_us
-from goldstream.engine.skew import COMMIT_MS
-from goldstream.engine.state import VERSION
+from goldstream.columns import COMMIT_MS, VERSION
+from goldstream.config import QuerySpec, SourceSpec
+from goldstream.durations import format_duration, to_us
 from goldstream.errors import SourceError
 from goldstream.retry import classify
 from goldstream.source.delta_log import AddedFile, Commit, parse_commit
@@ -120,7 +120,6 @@ class SilverSource:
         self._snapshot_version: int | None = None  # 'earliest' on a log cleaned up to a checkpoint
         self._pending: dict[int, Commit] = {}
         self._gap_checked: int | None = None
-        self.files_read = 0
         self.commits_read = 0
         self.with_commit_time = spec.max_event_time_skew is not None or any(
             q.max_event_time_skew is not None for q in queries)
@@ -521,7 +520,6 @@ class SilverSource:
                 raise  # storage unreachable or refusing, not a bad file: retried or reported as such
             self._raise_file_error([(f, c.version, c.timestamp_ms) for c in batch.commits for f in c.files], err)
             raise
-        self.files_read += batch.num_files
         return result
 
     def load(self, batch: Batch) -> pl.DataFrame:

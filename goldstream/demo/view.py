@@ -22,10 +22,11 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from goldstream.config import QuerySpec, format_duration
+from goldstream.config import QuerySpec
+from goldstream.durations import format_duration
 
 if TYPE_CHECKING:
-    from goldstream.demo import DemoOptions, OpenSkyLoader, Phase
+    from goldstream.demo.run import DemoOptions, OpenSkyLoader, Phase
     from goldstream.engine.state import StepResult
 
 REFRESH_S = 0.25  # at most 4 renders a second: the CPU is for the pipeline

@@ -31,7 +31,7 @@ from typing import Any
 
 import polars as pl
 
-from goldstream.synth import SILVER_SCHEMA
+from goldstream.demo.synth import SILVER_SCHEMA
 
 __all__ = [
     "PATTERNS_MEMBER",

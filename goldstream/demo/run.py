@@ -8,9 +8,9 @@ What happens:
    `goldstream show/status/replay --config goldstream-demo/config.toml` work afterwards)
    and `demo.log` (the JSON progress records).
 2. Data: the `quickstart` sample of the `traffic==2.13` wheel (real ADS-B state vectors
-   over Paris, see `goldstream.opensky`). Converting it takes seconds and the first
+   over Paris, see `goldstream.demo.opensky`). Converting it takes seconds and the first
    download more, so the converted rows are cached as Parquet next to the wheel and,
-   while they are not ready, the stream starts on synthetic data (`goldstream.synth`)
+   while they are not ready, the stream starts on synthetic data (`goldstream.demo.synth`)
    and switches to the real data as soon as it is: windows are on screen within a few
    seconds even on a fresh install. If the wheel cannot be had (offline, no index) the
    demo stays on synthetic data and says why.
@@ -19,7 +19,7 @@ What happens:
    (time compressed ~70×); the first `HISTORY_COMMITS` are written before the stream
    starts, so the first 1-minute windows close at once.
 4. The main thread runs the Pipeline (`step()` + a short poll, as `run_forever` does) and
-   refreshes the view (`goldstream.demo_view`) between batches; Ctrl+C stops cleanly.
+   refreshes the view (`goldstream.demo.view`) between batches; Ctrl+C stops cleanly.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EXAMPLE_CONFIG = Path(__file__).resolve().parent / "example_config.toml"
+EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "example_config.toml"
 DEFAULT_WORKDIR = Path("goldstream-demo")
 MARKER = ".goldstream-demo"
 COMMIT_SECONDS = 10.0  # event time per Silver commit
@@ -85,15 +85,15 @@ class DataSet:
 
 
 def synthetic_dataset() -> DataSet:
-    from goldstream.synth import synth_commit_frames
+    from goldstream.demo.synth import synth_commit_frames
 
-    return DataSet("synthetic", f"synthetic OpenSky-like traffic (goldstream.synth, seed {SYNTH_SEED}: late rows, nulls, anomalies)",
+    return DataSet("synthetic", f"synthetic OpenSky-like traffic (goldstream.demo.synth, seed {SYNTH_SEED}: late rows, nulls, anomalies)",
                    synth_commit_frames(SYNTH_COMMITS, SYNTH_ROWS_PER_COMMIT, SYNTH_SEED, commit_interval_s=COMMIT_SECONDS),
                    SYNTH_COMMITS)
 
 
 def opensky_dataset(states: pl.DataFrame) -> DataSet:
-    from goldstream.opensky import opensky_commit_frames
+    from goldstream.demo.opensky import opensky_commit_frames
 
     frames = list(opensky_commit_frames(states, COMMIT_SECONDS))
     ts = states.get_column("event_timestamp")
@@ -120,7 +120,7 @@ class OpenSkyLoader:
 
     def load_cached(self) -> bool:
         """Use the cached conversion if it is there and sound (fast: ~0.1 s)."""
-        from goldstream.synth import SILVER_SCHEMA
+        from goldstream.demo.synth import SILVER_SCHEMA
 
         if not self.cache_file.is_file():
             return False
@@ -138,7 +138,7 @@ class OpenSkyLoader:
         threading.Thread(target=self._run, name="goldstream-demo-opensky", daemon=True).start()
 
     def _run(self) -> None:
-        from goldstream.opensky import TRAFFIC_REQUIREMENT, fetch_traffic_wheel, load_opensky_states
+        from goldstream.demo.opensky import TRAFFIC_REQUIREMENT, fetch_traffic_wheel, load_opensky_states
 
         try:
             cached = self.cache_dir.is_dir() and any(self.cache_dir.glob("traffic-2.13-*.whl"))
@@ -316,8 +316,8 @@ class Demo:
     """The demo's main loop: phases of data, the writer thread, the Pipeline, the view."""
 
     def __init__(self, opts: DemoOptions) -> None:
-        from goldstream.demo_view import DemoView
-        from goldstream.opensky import default_cache_dir
+        from goldstream.demo.view import DemoView
+        from goldstream.demo.opensky import default_cache_dir
 
         self.opts = opts
         self.t0 = process_start_monotonic()

@@ -1,6 +1,6 @@
 """Seeded synthetic Silver: OpenSky-like state vectors, one Delta commit per batch.
 
-Why synthetic data at all: the real OpenSky sample (see `goldstream.opensky`) is three
+Why synthetic data at all: the real OpenSky sample (see `goldstream.demo.opensky`) is three
 calm hours over Paris. It never exercises the corners the Gold contract is about
 (DESIGN.md §1): rows that arrive minutes late, rows exactly on a window boundary, null
 and empty-string keys, values exactly on an anomaly threshold, NaN, empty commits. This
