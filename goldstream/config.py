@@ -34,6 +34,7 @@ from pydantic_settings import (
 
 from goldstream.durations import format_duration, parse_duration, to_us
 from goldstream.errors import ConfigError
+from goldstream.functions.registry import FUNCTION_NAMES, build, check_arguments
 
 def _require(td: timedelta | None, name: str, *, positive: bool) -> None:
     """Raise the rule a duration field breaks, in the config's own notation."""
@@ -84,11 +85,12 @@ class WindowSpec(_Strict):
         return self.size if self.slide is None else self.slide
 
 
-AggFn = Literal["count", "count_if", "avg", "sum", "min", "max", "stddev", "ratio"]
+AggFn = Literal[FUNCTION_NAMES]
 
 
 class AggregateSpec(_Strict):
-    """One output column. `fn` picks the aggregate; the other fields are its arguments."""
+    """One output column. `fn` picks the function; the other fields are the arguments
+    that function takes (each function declares which, and their rules)."""
 
     name: str
     fn: AggFn
@@ -101,24 +103,7 @@ class AggregateSpec(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> AggregateSpec:
-        needs_column = self.fn not in ("count", "ratio")
-        if needs_column and not self.column:
-            raise ValueError(f"aggregate {self.name!r}: fn = {self.fn!r} needs a 'column'")
-        if not needs_column and self.column:
-            raise ValueError(f"aggregate {self.name!r}: fn = {self.fn!r} takes no 'column'")
-        if self.fn == "count_if":
-            has_range = self.above is not None or self.below is not None
-            if (self.equals is None) == (not has_range):
-                raise ValueError(
-                    f"aggregate {self.name!r}: count_if needs either 'equals' or 'above'/'below' (not both)"
-                )
-        elif self.equals is not None or self.above is not None or self.below is not None:
-            raise ValueError(f"aggregate {self.name!r}: 'equals'/'above'/'below' only apply to fn = 'count_if'")
-        if self.fn == "ratio":
-            if not self.numerator or not self.denominator:
-                raise ValueError(f"aggregate {self.name!r}: ratio needs 'numerator' (a list) and 'denominator'")
-        elif self.numerator is not None or self.denominator is not None:
-            raise ValueError(f"aggregate {self.name!r}: 'numerator'/'denominator' only apply to fn = 'ratio'")
+        check_arguments(self)
         return self
 
 
@@ -172,13 +157,12 @@ class QuerySpec(_Strict):
             names.append(agg.name)
         declared: set[str] = set()
         for agg in self.aggregates:
-            if agg.fn == "ratio":
-                for ref in [*(agg.numerator or []), agg.denominator]:
-                    if ref not in declared:
-                        raise ValueError(
-                            f"query {self.name!r}: ratio {agg.name!r} refers to {ref!r}, "
-                            "which is not an aggregate declared before it"
-                        )
+            for ref in build(agg).finalized_inputs():
+                if ref not in declared:
+                    raise ValueError(
+                        f"query {self.name!r}: {agg.fn} {agg.name!r} refers to {ref!r}, "
+                        "which is not an aggregate declared before it"
+                    )
             declared.add(agg.name)
         return self
 

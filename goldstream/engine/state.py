@@ -29,7 +29,7 @@ import polars as pl
 from goldstream.columns import COMMIT_MS, MISSED_WINDOW_END, VERSION
 from goldstream.config import QuerySpec
 from goldstream.durations import to_us
-from goldstream.engine.aggregates import AggregateSet
+from goldstream.engine.aggregates import AggregateSet, gold_frame_schema
 from goldstream.engine.windows import Windows
 
 _TS, _PANE, _KMIN, _K, _MINVER, _WM = "__ts", "__pane", "__kmin", "__k", "__minver", "__wm_before"
@@ -289,13 +289,7 @@ class WindowedAggregation:
         """No windows, in the Gold schema. Built once (~1 ms each, several per batch):
         Polars frames are immutable, so sharing the instance is safe."""
         if self._empty is None:
-            schema: dict[str, pl.DataType] = {
-                "window_start": pl.Datetime("us", "UTC"),
-                "window_end": pl.Datetime("us", "UTC"),
-            }
-            schema.update({k: self.input_schema.get(k, pl.String()) for k in self.keys})
-            schema.update(self.aggs.output_schema(self.input_schema))
-            self._empty = pl.DataFrame(schema=schema)
+            self._empty = pl.DataFrame(schema=gold_frame_schema(self.query, self.input_schema))
         return self._empty
 
 
@@ -314,7 +308,7 @@ def fine_partials(engines: Sequence[WindowedAggregation], rows: pl.LazyFrame,
         by_grain.setdefault(engine.grain(), []).append(i)
     plans = []
     for members in by_grain.values():
-        partials = [e.name.prefix(f"__q{i}.") for i in members for e in engines[i].aggs.partial()]
+        partials = [e.name.prefix(f"__q{i}.") for i in members for e in engines[i].aggs.update()]
         plans.append(engines[members[0]].fine_plan(rows, partials, unit))
     frames = pl.collect_all(plans, engine="streaming")
     out: list[pl.DataFrame] = [pl.DataFrame()] * len(engines)

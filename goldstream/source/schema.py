@@ -18,8 +18,8 @@ import polars as pl
 
 from goldstream.config import QuerySpec
 from goldstream.errors import SourceError
+from goldstream.functions.registry import build
 
-_NUMERIC = {"long", "integer", "short", "byte", "float", "double"}
 _PRIMITIVE_TO_POLARS: dict[str, pl.DataType] = {
     "string": pl.String(), "long": pl.Int64(), "integer": pl.Int32(), "short": pl.Int16(),
     "byte": pl.Int8(), "float": pl.Float32(), "double": pl.Float64(), "boolean": pl.Boolean(),
@@ -131,15 +131,8 @@ def _requirements(queries: list[QuerySpec]) -> dict[str, tuple[str, set[str] | N
         for k in q.keys:
             need(k, f"key of query {q.name!r}", None)
         for a in q.aggregates:
-            if not a.column:
-                continue
-            why = f"aggregate {a.name!r} of query {q.name!r}"
-            if a.fn == "count_if" and a.equals is not None:
-                allowed = {"boolean"} if isinstance(a.equals, bool) else (
-                    {"string"} if isinstance(a.equals, str) else _NUMERIC)
-                need(a.column, why, allowed)
-            elif a.fn == "count_if" or a.fn in ("avg", "sum", "min", "max", "stddev"):
-                need(a.column, why, _NUMERIC | {"decimal"})
+            for col, accepted in build(a).silver_inputs().items():
+                need(col, f"aggregate {a.name!r} of query {q.name!r}", set(accepted))
     return req
 
 

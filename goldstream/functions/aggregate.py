@@ -1,0 +1,278 @@
+"""Aggregate functions: state over rows → merge → finalize, as Polars expressions.
+
+Semantics are Spark SQL's: nulls are ignored, NaN is greater than every number, counts
+are 64-bit, min/max keep the input type, stddev is the sample deviation merged with
+Chan et al.'s parallel formula instead of a raw sum of squares.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import polars as pl
+
+from goldstream.functions.base import (
+    DECIMAL,
+    NUMERIC,
+    Arguments,
+    Function,
+    sql_column,
+    sql_double,
+    sql_literal,
+)
+
+
+@dataclass(frozen=True)
+class AggregateFunction(Function):
+    """An aggregate kept as a few state fields, so that it can be computed in parts.
+
+    The contract, for every aggregate function:
+    - `update()` runs inside a group-by over Silver rows and yields exactly `state_fields()`;
+    - `merge()` runs inside a group-by over state rows and yields exactly `state_fields()`
+      again; merging is associative, so state can be merged in any grouping: a batch
+      folded into the state, a window assembled from its panes;
+    - `finalize()` runs over merged state and yields the column `name`, of `return_type()`.
+    None of them knows the window kind: tumbling and sliding windows (and any future kind)
+    are served by the same expressions, through panes.
+    """
+
+    state: ClassVar[tuple[str, ...]]  # short names of its state fields
+
+    def state_field(self, part: str) -> str:
+        """The frame column holding one part of its state: `<name>__<part>`."""
+        return f"{self.name}__{part}"
+
+    def state_fields(self) -> list[str]:
+        return [self.state_field(part) for part in self.state]
+
+    def state_col(self, part: str) -> pl.Expr:
+        return pl.col(self.state_field(part))
+
+    @abstractmethod
+    def update(self) -> list[pl.Expr]:
+        """Its state over the rows of one group."""
+
+    @abstractmethod
+    def merge(self) -> list[pl.Expr]:
+        """Its state over the state rows of one group."""
+
+    @abstractmethod
+    def finalize(self) -> pl.Expr:
+        """Its output column from merged state."""
+
+
+@dataclass(frozen=True)
+class Count(AggregateFunction):
+    """count(*): every row that reached the window, whatever its nulls."""
+
+    fn = "count"
+    state = ("n",)
+
+    def update(self) -> list[pl.Expr]:
+        return [pl.len().cast(pl.Int64).alias(self.state_field("n"))]
+
+    def merge(self) -> list[pl.Expr]:
+        return [self.state_col("n").sum()]
+
+    def finalize(self) -> pl.Expr:
+        return self.state_col("n").alias(self.name)
+
+    def return_type(self, input_schema: dict[str, pl.DataType]) -> pl.DataType:
+        return pl.Int64()
+
+    def spark_sql(self) -> str:
+        return "count(*)"
+
+
+@dataclass(frozen=True)
+class CountIf(Count):
+    """Rows whose condition is true; a null value (a null condition) counts as false.
+    The condition is `column == equals`, or `column > above OR column < below`
+    (strict, either bound optional), where NaN is above every bound."""
+
+    fn = "count_if"
+
+    column: str
+    equals: bool | float | str | None = None
+    above: float | None = None
+    below: float | None = None
+
+    @classmethod
+    def check_arguments(cls, args: Arguments) -> None:
+        has_range = args.above is not None or args.below is not None
+        if (args.equals is None) == (not has_range):
+            raise ValueError(f"aggregate {args.name!r}: count_if needs either 'equals' or 'above'/'below' (not both)")
+
+    def silver_inputs(self) -> dict[str, frozenset[str]]:
+        if isinstance(self.equals, bool):
+            return {self.column: frozenset({"boolean"})}
+        if isinstance(self.equals, str):
+            return {self.column: frozenset({"string"})}
+        return {self.column: NUMERIC if self.equals is not None else NUMERIC | {DECIMAL}}
+
+    def condition(self) -> pl.Expr:
+        col = pl.col(self.column)
+        if self.equals is not None:
+            return col == pl.lit(self.equals)
+        x = col.cast(pl.Float64)
+        terms = []
+        if self.above is not None:
+            terms.append(x.is_nan() | (x > self.above))
+        if self.below is not None:
+            terms.append(~x.is_nan() & (x < self.below))
+        return pl.any_horizontal(terms)
+
+    def update(self) -> list[pl.Expr]:
+        return [self.condition().fill_null(False).sum().cast(pl.Int64).alias(self.state_field("n"))]
+
+    def spark_sql(self) -> str:
+        col = sql_column(self.column)
+        if self.equals is not None:
+            condition = f"{col} = {sql_literal(self.equals)}"
+        else:  # Spark orders NaN above every number, as the condition requires
+            terms = [] if self.above is None else [f"{col} > {sql_literal(self.above)}"]
+            terms += [] if self.below is None else [f"{col} < {sql_literal(self.below)}"]
+            condition = " OR ".join(terms)
+        return f"count(CASE WHEN {condition} THEN 1 END)"
+
+
+@dataclass(frozen=True)
+class ColumnAggregate(AggregateFunction):
+    """An aggregate of one numeric Silver column."""
+
+    column: str
+
+    def silver_inputs(self) -> dict[str, frozenset[str]]:
+        return {self.column: NUMERIC | {DECIMAL}}
+
+    def return_type(self, input_schema: dict[str, pl.DataType]) -> pl.DataType:
+        return pl.Float64()
+
+
+@dataclass(frozen=True)
+class Sum(ColumnAggregate):
+    """Sum of non-null values in double, null when there are none (Spark's sum)."""
+
+    fn = "sum"
+    state = ("sum", "n")
+
+    def update(self) -> list[pl.Expr]:
+        return [
+            pl.col(self.column).cast(pl.Float64).sum().alias(self.state_field("sum")),
+            pl.col(self.column).count().cast(pl.Int64).alias(self.state_field("n")),
+        ]
+
+    def merge(self) -> list[pl.Expr]:
+        return [self.state_col("sum").sum(), self.state_col("n").sum()]
+
+    def finalize(self) -> pl.Expr:
+        return pl.when(self.state_col("n") > 0).then(self.state_col("sum")).alias(self.name)
+
+    def spark_sql(self) -> str:
+        return f"sum({sql_double(self.column)})"
+
+
+@dataclass(frozen=True)
+class Avg(Sum):
+    """Mean of non-null values; NaN propagates through the sum."""
+
+    fn = "avg"
+
+    def finalize(self) -> pl.Expr:
+        n = self.state_col("n")
+        return pl.when(n > 0).then(self.state_col("sum") / n).alias(self.name)
+
+    def spark_sql(self) -> str:
+        return f"avg({sql_double(self.column)})"
+
+
+@dataclass(frozen=True)
+class Extreme(ColumnAggregate):
+    """min or max, in the column's own type (Spark's min/max keep the input type): the
+    same reduction folds rows into state and state into windows."""
+
+    reduce: ClassVar[Callable[[pl.Expr], pl.Expr]]
+
+    def update(self) -> list[pl.Expr]:
+        return [self.reduce(pl.col(self.column)).alias(self.state_field(self.fn))]
+
+    def merge(self) -> list[pl.Expr]:
+        return [self.reduce(self.state_col(self.fn))]
+
+    def finalize(self) -> pl.Expr:
+        return self.state_col(self.fn).alias(self.name)
+
+    def return_type(self, input_schema: dict[str, pl.DataType]) -> pl.DataType:
+        return input_schema.get(self.column, pl.Float64())
+
+    def spark_sql(self) -> str:
+        return f"{self.fn}({sql_column(self.column)})"
+
+
+@dataclass(frozen=True)
+class Max(Extreme):
+    """Spark's max: NaN, when present, is the maximum (Polars' plain max skips NaN)."""
+
+    fn = "max"
+    state = ("max",)
+    reduce = staticmethod(pl.Expr.nan_max)
+
+
+@dataclass(frozen=True)
+class Min(Extreme):
+    """Spark's min: NaN only when every non-null value is NaN — exactly Polars' min, which
+    skips NaN unless nothing else is there, at both the row and the merge level."""
+
+    fn = "min"
+    state = ("min",)
+    reduce = staticmethod(pl.Expr.min)
+
+
+@dataclass(frozen=True)
+class StddevSamp(ColumnAggregate):
+    """Sample standard deviation from (n, mean, M2), Spark's stddev_samp.
+
+    Update takes Polars' own variance (a stable blockwise Welford/Chan, M2 = n·var₀) and
+    merge uses Chan et al.'s formula M2 = Σ M2ᵢ + Σ nᵢ (meanᵢ − mean)², never
+    Σx² − n·mean², which cancels catastrophically. A constant group must yield exactly
+    0.0, as Spark's update formula does: Polars' variance does, but its mean of n copies
+    of c can be off by an ulp, so a group whose min equals its max takes that value as
+    its mean. Every update expression is a plain group-by aggregate (no per-group
+    broadcast), which keeps Polars on its fast vectorised path: this is the hot loop
+    over all Silver rows."""
+
+    fn = "stddev"
+    state = ("n", "mean", "m2")
+
+    def update(self) -> list[pl.Expr]:
+        x = pl.col(self.column).cast(pl.Float64)
+        n = x.count().cast(pl.Int64)
+        lo = x.min()
+        mean = pl.when(lo == x.nan_max()).then(lo).otherwise(x.mean())
+        return [
+            n.alias(self.state_field("n")),
+            mean.alias(self.state_field("mean")),
+            (x.var(ddof=0) * n).alias(self.state_field("m2")),
+        ]
+
+    def merge(self) -> list[pl.Expr]:
+        n_i, mean_i, m2_i = self.state_col("n"), self.state_col("mean"), self.state_col("m2")
+        n = n_i.sum()
+        m0 = mean_i.drop_nulls().first()
+        mean = m0 + (n_i * (mean_i - m0)).sum() / n
+        m2 = m2_i.sum() + (n_i * (mean_i - mean) ** 2).sum()
+        return [
+            n.alias(self.state_field("n")),
+            pl.when(n > 0).then(mean).alias(self.state_field("mean")),
+            m2.alias(self.state_field("m2")),
+        ]
+
+    def finalize(self) -> pl.Expr:
+        n = self.state_col("n")
+        return pl.when(n >= 2).then((self.state_col("m2") / (n - 1)).sqrt()).alias(self.name)
+
+    def spark_sql(self) -> str:
+        return f"stddev_samp({sql_double(self.column)})"

@@ -1,0 +1,96 @@
+"""What every `fn` of a query's aggregate list declares, and the vocabulary it declares it in.
+
+One class per function says everything the rest of goldstream needs to know about it:
+its config arguments (its dataclass fields) and their rules, the Silver columns it reads
+with the Delta types it accepts, its Gold type and its Spark SQL form. Config validation,
+the read plan, the Gold schema and the engine ask these classes through the registry, so
+a new function is one class, not an edit in each of those places. This package never
+imports goldstream.config: the config imports it (to know the function names).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, fields
+from typing import ClassVar, Protocol
+
+import polars as pl
+
+# Delta type names a function may accept for its Silver column.
+NUMERIC = frozenset({"long", "integer", "short", "byte", "float", "double"})
+DECIMAL = "decimal"  # any precision and scale; read as double
+
+
+class Arguments(Protocol):
+    """One entry of a query's aggregate list as configured (config.AggregateSpec)."""
+
+    name: str
+    fn: str
+    column: str | None
+    equals: bool | float | str | None
+    above: float | None
+    below: float | None
+    numerator: list[str] | None
+    denominator: str | None
+
+
+@dataclass(frozen=True)
+class Function(ABC):
+    """One output column of a query. `name` is the column; the other dataclass fields are
+    exactly the config arguments the function takes, so they are declared once."""
+
+    fn: ClassVar[str]  # the config's `fn`
+
+    name: str
+
+    @classmethod
+    def arguments(cls) -> tuple[str, ...]:
+        """The config arguments it takes, in declaration order."""
+        return tuple(f.name for f in fields(cls) if f.name != "name")
+
+    @classmethod
+    def check_arguments(cls, args: Arguments) -> None:
+        """Raise ValueError if arguments it takes are missing or contradict each other.
+        Whether a 'column' is given, and arguments it does not take, the registry checks."""
+
+    @classmethod
+    def from_arguments(cls, args: Arguments) -> Function:
+        """Build it from checked arguments (lists become tuples: functions are immutable)."""
+        values = {a: getattr(args, a) for a in cls.arguments()}
+        return cls(args.name, **{a: tuple(v) if isinstance(v, list) else v for a, v in values.items()})
+
+    def silver_inputs(self) -> dict[str, frozenset[str]]:
+        """Silver columns it reads, each with the Delta types it accepts."""
+        return {}
+
+    def finalized_inputs(self) -> tuple[str, ...]:
+        """Output columns (declared before it) that it is computed from."""
+        return ()
+
+    @abstractmethod
+    def return_type(self, input_schema: dict[str, pl.DataType]) -> pl.DataType:
+        """Its Gold column type, given Silver's column types as read."""
+
+    @abstractmethod
+    def spark_sql(self) -> str:
+        """The Spark SQL expression computing the same column, with the same semantics."""
+
+
+def sql_column(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def sql_double(column: str) -> str:
+    return f"CAST({sql_column(column)} AS DOUBLE)"
+
+
+def sql_literal(value: bool | float | str) -> str:
+    """A Spark SQL literal of the same type: strings quoted, numbers as doubles."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if math.isfinite(value):
+        return f"{float(value)!r}D"
+    return f"CAST('{'NaN' if math.isnan(value) else ('-' if value < 0 else '') + 'Infinity'}' AS DOUBLE)"

@@ -1,0 +1,127 @@
+"""The contract of every registered function, checked for each one, so that a function
+cannot be added half-way: its state fields are the ones it declares (after update and
+after merge), merging in parts gives what one pass gives, its finalized column has the
+Gold type it declares for every Silver type it accepts, and it has a Spark SQL form.
+
+A new function needs an entry in EXAMPLES below; the registry check fails until it has one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from goldstream.config import AggregateSpec
+from goldstream.functions.aggregate import AggregateFunction
+from goldstream.functions.base import Function
+from goldstream.functions.projection import Projection
+from goldstream.functions.registry import ARGUMENTS, FUNCTIONS, build
+from goldstream.source.schema import polars_type
+
+# Valid arguments for each function: every way it can be configured.
+EXAMPLES: dict[str, list[dict[str, Any]]] = {
+    "count": [{}],
+    "count_if": [{"column": "x", "equals": True}, {"column": "x", "equals": "a"}, {"column": "x", "equals": 3.0},
+                 {"column": "x", "above": 2.0, "below": 0.0}, {"column": "x", "below": 0.0}],
+    "avg": [{"column": "x"}],
+    "sum": [{"column": "x"}],
+    "min": [{"column": "x"}],
+    "max": [{"column": "x"}],
+    "stddev": [{"column": "x"}],
+    "ratio": [{"numerator": ["a", "b"], "denominator": "c"}],
+}
+CASES = [(fn, args) for fn, examples in EXAMPLES.items() for args in examples]
+
+_VALUES: dict[str, list[Any]] = {  # per Delta type: a null, duplicates, and NaN where it exists
+    "boolean": [True, False, None, True, True, False],
+    "string": ["a", "b", None, "a", "", "a"],
+    "integer": [1, 5, None, 3, 3, -2],
+    "float": [1.5, math.nan, None, -2.0, 2.5, 7.0],
+}
+
+
+def _function(fn: str, args: dict[str, Any]) -> Function:
+    return build(AggregateSpec(name="out", fn=fn, **args))
+
+
+def _silver(delta_type: str) -> pl.DataFrame:
+    """Two groups of rows for column `x` read as `delta_type`, and the group key `g`."""
+    dtype = polars_type("decimal(12,3)" if delta_type == "decimal" else delta_type)
+    values = _VALUES["float" if dtype.is_float() else "integer" if dtype.is_integer() else delta_type]
+    x = pl.Series("x", values * 2).cast(dtype)
+    return pl.DataFrame({"g": [0] * len(values) + [1] * len(values), "x": x})
+
+
+def _aggregate_cases() -> list[tuple[str, dict[str, Any], str]]:
+    out = []
+    for fn, args in CASES:
+        function = _function(fn, args)
+        if isinstance(function, AggregateFunction):
+            accepted = function.silver_inputs().get("x") or {"integer"}  # count reads no column
+            out += [(fn, args, t) for t in sorted(accepted)]
+    return out
+
+
+def test_every_function_has_examples_and_is_registered() -> None:
+    assert set(EXAMPLES) == set(FUNCTIONS)
+
+    def concrete(cls: type[Function]) -> set[type[Function]]:
+        below = {c for sub in cls.__subclasses__() for c in concrete(sub)}
+        return below | ({cls} if "fn" in vars(cls) else set())
+
+    assert concrete(Function) == set(FUNCTIONS.values())
+    assert all(issubclass(f, (AggregateFunction, Projection)) for f in FUNCTIONS.values())
+
+
+def test_config_takes_exactly_the_arguments_functions_declare() -> None:
+    assert [f for f in AggregateSpec.model_fields if f not in ("name", "fn")] == list(ARGUMENTS)
+
+
+@pytest.mark.parametrize(("fn", "args"), CASES)
+def test_has_a_spark_sql_form_naming_its_inputs(fn: str, args: dict[str, Any]) -> None:
+    function = _function(fn, args)
+    sql = function.spark_sql()
+    assert sql.strip()
+    for column in [*function.silver_inputs(), *function.finalized_inputs()]:
+        assert f"`{column}`" in sql
+
+
+@pytest.mark.parametrize(("fn", "args", "delta_type"), _aggregate_cases())
+def test_aggregate_state_fields_merge_and_gold_type(fn: str, args: dict[str, Any], delta_type: str) -> None:
+    function = _function(fn, args)
+    assert isinstance(function, AggregateFunction)
+    rows = _silver(delta_type)
+    input_schema = dict(rows.schema)
+    fields = function.state_fields()
+
+    # update: one row per group holding exactly the declared state fields
+    state = rows.group_by("g", maintain_order=True).agg(*function.update())
+    assert state.columns == ["g", *fields]
+
+    # merge: state rows of the same group fold into the same fields and types; merging
+    # state of parts (here: each half of every group) equals one update over all rows
+    halves = rows.with_columns((pl.int_range(pl.len()).over("g") % 2).alias("half"))
+    parts = halves.group_by("g", "half", maintain_order=True).agg(*function.update()).drop("half")
+    merged = parts.group_by("g", maintain_order=True).agg(*function.merge())
+    assert merged.schema == state.schema
+    final = merged.select("g", function.finalize())
+    assert_frame_equal(final, state.select("g", function.finalize()), rel_tol=1e-12)
+
+    # finalize: the declared Gold type, without any cast
+    assert final.columns == ["g", function.name]
+    assert final.schema[function.name] == function.return_type(input_schema)
+
+
+@pytest.mark.parametrize(("fn", "args"), [(fn, args) for fn, args in CASES if fn == "ratio"])
+def test_projection_reads_declared_outputs_and_has_its_gold_type(fn: str, args: dict[str, Any]) -> None:
+    function = _function(fn, args)
+    assert isinstance(function, Projection)
+    inputs = function.finalized_inputs()
+    assert inputs
+    finalized = pl.DataFrame({c: pl.Series([1, None, 0], dtype=pl.Int64) for c in inputs})
+    out = finalized.select(function.evaluate())
+    assert out.schema == {function.name: function.return_type({})}
