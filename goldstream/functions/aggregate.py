@@ -101,7 +101,7 @@ class CountIf(Count):
     below: float | None = None
 
     @classmethod
-    def check_arguments(cls, args: Arguments) -> None:
+    def check_values(cls, args: Arguments) -> None:
         has_range = args.above is not None or args.below is not None
         if (args.equals is None) == (not has_range):
             raise ValueError(f"aggregate {args.name!r}: count_if needs either 'equals' or 'above'/'below' (not both)")

@@ -50,7 +50,7 @@ class Function(ABC):
         return tuple(f.name for f in fields(cls) if f.name != "name")
 
     @classmethod
-    def check_arguments(cls, args: Arguments) -> None:
+    def check_values(cls, args: Arguments) -> None:
         """Raise ValueError if arguments it takes are missing or contradict each other.
         Whether a 'column' is given, and arguments it does not take, the registry checks."""
 

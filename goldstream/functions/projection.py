@@ -32,7 +32,7 @@ class Ratio(Projection):
     denominator: str
 
     @classmethod
-    def check_arguments(cls, args: Arguments) -> None:
+    def check_values(cls, args: Arguments) -> None:
         if not args.numerator or not args.denominator:
             raise ValueError(f"aggregate {args.name!r}: ratio needs 'numerator' (a list) and 'denominator'")
 

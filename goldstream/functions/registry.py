@@ -1,5 +1,10 @@
 """The functions a query's aggregate list may use, by their config name, and the
-questions every other module asks about a configured entry."""
+questions every other module asks about a configured entry.
+
+A new function is one class fulfilling its base's contract (AggregateFunction in
+aggregate.py, or Projection in projection.py), listed in FUNCTIONS, with its ways of
+being configured in tests/test_functions.py, which checks the contract for each.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ def check_arguments(args: Arguments) -> None:
         raise ValueError(f"aggregate {args.name!r}: fn = {args.fn!r} needs a 'column'")
     if "column" not in takes and args.column:
         raise ValueError(f"aggregate {args.name!r}: fn = {args.fn!r} takes no 'column'")
-    function.check_arguments(args)
+    function.check_values(args)
     for stray in ARGUMENTS:
         if stray not in takes and stray != "column" and getattr(args, stray) is not None:
             raise ValueError(f"aggregate {args.name!r}: {_owned_arguments(stray)}")
