@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from goldstream.columns import WINDOW_END, WINDOW_START
 from goldstream.config import QuerySpec
 from goldstream.functions.aggregate import AggregateFunction
 from goldstream.functions.base import Function
@@ -63,7 +64,7 @@ class AggregateSet:
 def gold_frame_schema(query: QuerySpec, input_schema: dict[str, pl.DataType]) -> dict[str, pl.DataType]:
     """window_start, window_end (UTC µs), the keys (Silver's types), the outputs: the one
     derivation behind both the Gold table's schema and the engine's frames."""
-    schema: dict[str, pl.DataType] = {"window_start": WINDOW_BOUND, "window_end": WINDOW_BOUND}
+    schema: dict[str, pl.DataType] = {WINDOW_START: WINDOW_BOUND, WINDOW_END: WINDOW_BOUND}
     schema.update({k: input_schema.get(k, pl.String()) for k in query.keys})
     schema.update(AggregateSet.for_query(query).output_schema(input_schema))
     return schema
