@@ -13,7 +13,8 @@ import typer
 
 from goldstream.errors import ConfigError, GoldstreamError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+# No pretty tracebacks with local variables: they would print settings and client objects.
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Lightweight stream processor: Delta Silver → windowed aggregates → Delta Gold, exactly once.")
 log = logging.getLogger("goldstream")
 
@@ -23,7 +24,9 @@ GoldOpt = Annotated[Optional[str], typer.Option("--gold-root", help="Gold root U
 
 
 def _fail(err: GoldstreamError) -> None:
-    typer.echo(f"error: {err}", err=True)
+    from goldstream.secrets import redact
+
+    typer.echo(redact(f"error: {err}"), err=True)
     raise typer.Exit(err.exit_code)
 
 
@@ -37,8 +40,22 @@ def _guarded(fn: Callable[[], Any]) -> Any:
 
         failure = storage_failure(err, "storage")  # a storage error no loop caught (status, show)
         if failure is None:
-            raise
+            _internal_error(err)
         _fail(failure)
+
+
+def _internal_error(err: Exception) -> None:
+    """A bug, not a bad input: the traceback helps whoever fixes it, with secrets masked
+    (it can quote a request or a client's state)."""
+    import traceback
+
+    from goldstream.secrets import redact
+
+    typer.echo(redact("".join(traceback.format_exception(err))), err=True)
+    typer.echo(redact(f"error: internal error ({type(err).__name__}: {err}). Nothing partial was committed: "
+                      "Gold commits are atomic, and a restart resumes from Gold's offsets. Please report "
+                      "this with the lines above."), err=True)
+    raise typer.Exit(1)
 
 
 def _settings(config: Path, silver: str | None, gold_root: str | None):  # type: ignore[no-untyped-def]

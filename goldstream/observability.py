@@ -26,6 +26,8 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
+from goldstream.secrets import redact
+
 disable_created_metrics()  # *_created series only clutter the scrape
 
 if TYPE_CHECKING:
@@ -71,12 +73,25 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class RedactingFormatter(logging.Formatter):
+    """Masks credential values in whatever `inner` formats: every logger (botocore,
+    aiobotocore, s3fs, urllib3 included) at every level goes through the one root
+    handler, so no record can carry a secret out, whoever wrote it."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(self.inner.format(record))
+
+
 def setup_logging(level: str = "INFO", json_lines: bool | None = None) -> None:
-    """JSON lines unless stdout is a TTY; one handler on the root logger."""
+    """JSON lines unless stdout is a TTY; one handler on the root logger, secrets masked."""
     if json_lines is None:
         json_lines = not sys.stdout.isatty()
     handler = logging.StreamHandler(sys.stdout if json_lines else sys.stderr)
-    handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
+    handler.setFormatter(RedactingFormatter(JsonFormatter() if json_lines else TextFormatter()))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -25,7 +25,6 @@ request URLs, and `redact()` masks the secret values of the environment besides.
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import time
@@ -33,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from goldstream.errors import GoldstreamError, StorageAccessError, TransientStorageError
+from goldstream.secrets import redact
 
 Kind = Literal["transient", "permanent"]
 
@@ -157,16 +157,6 @@ def classify(err: BaseException) -> Kind | None:
 def _is_botocore(err: BaseException, names: tuple[str, ...]) -> bool:
     return type(err).__module__.startswith("botocore") and any(
         c.__name__ in names for c in type(err).__mro__)
-
-
-def redact(text: str) -> str:
-    """`text` with the secret values of the environment masked (belt and braces: no
-    client puts them in a message, but a message must never be what leaks one)."""
-    for key in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        value = os.environ.get(key)
-        if value and len(value) >= 4:
-            text = text.replace(value, "***")
-    return text
 
 
 def _first_and_last_line(text: str) -> str:

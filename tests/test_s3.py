@@ -456,3 +456,48 @@ def test_errors_are_classified_by_what_storage_answered() -> None:
     assert classify(EndpointConnectionError(endpoint_url="http://h")) == "transient"
     assert classify(FileNotFoundError("b/k/00000000000000000007.json")) is None  # a missing key: the caller's call
     assert classify(ValueError("corrupt parquet footer")) is None
+
+
+# -- secrets at DEBUG ---------------------------------------------------------------------------
+
+
+def test_debug_logs_of_replay_and_run_carry_no_credential(s3_server: S3Server, tmp_path: Path) -> None:
+    """At DEBUG, botocore prints request headers (the session token, the access key id in the
+    signature's scope). Every line goldstream and its libraries write goes through one
+    redacting handler: key, secret and token appear nowhere in stdout, stderr, progress
+    records, Gold or the late tables, for `replay` and for `run`. The test server accepts
+    static keys only, so the runs with a session token are refused (exit 2, after DEBUG
+    lines with the token header were logged); the runs without one write Gold."""
+    case = next(c for c in CASES if c.name == "synthetic_small")
+    prefix = _prefix(s3_server, "debug-secrets")
+    silver, gold, late = f"{prefix}/silver", f"{prefix}/gold", f"{prefix}/late"
+    _upload(s3_server, case / "silver", silver)
+    cfg = write_config(tmp_path / "s3.toml", silver, gold, _late_queries(late))
+    token = "FQoGZXIvYXdzE" + uuid.uuid4().hex + "/+tok=="
+    env = _env(s3_server, GOLDSTREAM_LOG_LEVEL="DEBUG")
+    with_token = {**env, "AWS_SESSION_TOKEN": token}
+    secrets = {"access key id": s3_server.access_key, "secret key": s3_server.secret_key, "session token": token}
+    texts: dict[str, str | bytes] = {}
+
+    for name, run_env, code in (("replay", env, 0), ("replay with a token", with_token, 2)):
+        replay = _cli(["replay", "--config", str(cfg), "--to-version", "10", "--json"], run_env)
+        assert replay.returncode == code, replay.stderr[-3000:]
+        assert "botocore" in replay.stdout + replay.stderr, "DEBUG lines of the S3 client were expected"
+        texts.update({f"{name}'s stdout": replay.stdout, f"{name}'s stderr": replay.stderr})
+    refused = Proc(["run", "--config", str(cfg), "--http-port", "0"], tmp_path / "logs", "refused", env=with_token)
+    assert refused.wait() == 2
+    run = Proc(["run", "--config", str(cfg), "--http-port", "0"], tmp_path / "logs", "run", env=env)
+    try:
+        wait_until(lambda: bool(run.progress()), "a progress record of run", run)
+    finally:
+        run.signal(signal.SIGTERM)
+        run.wait()
+    fs = _fs(s3_server)
+    written = {f"s3://{key}": fs.cat_file(key) for key in _objects(s3_server, gold) + _objects(s3_server, late)}
+    assert any(k.endswith(".parquet") for k in written)
+    texts.update({"run's stdout": run.stdout(), "run's stderr": run.stderr(), "refused run's stdout":
+                  refused.stdout(), "refused run's stderr": refused.stderr(), **written})
+    for what, secret in secrets.items():
+        for where, text in texts.items():
+            data = text.encode() if isinstance(text, str) else text
+            assert secret.encode() not in data, f"the {what} appears in {where}"
