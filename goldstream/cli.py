@@ -1,4 +1,4 @@
-"""The `goldstream` command: run, replay, status, show, validate-config, generate-silver, demo."""
+"""The `goldstream` command: run, replay, status, show, validate-config, healthcheck, generate-silver, demo."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Callable, NoReturn, Optional
 
 import typer
 
@@ -58,10 +58,24 @@ def _internal_error(err: Exception) -> None:
     raise typer.Exit(1)
 
 
-def _settings(config: Path, silver: str | None, gold_root: str | None):  # type: ignore[no-untyped-def]
-    from goldstream.config import load_settings, with_overrides
+def _load_settings(config: Path):  # type: ignore[no-untyped-def]
+    """The settings in `config`. The image carries no configuration (a default one would
+    point at paths that do not exist in it, and `run` would wait for them forever), so a
+    missing file is the usual first mistake in a container: say how to provide it."""
+    from goldstream.config import load_settings
 
-    return with_overrides(load_settings(config), silver=silver, gold_root=gold_root)
+    if not config.is_file():
+        raise ConfigError(
+            f"configuration file {config} does not exist. Copy config.example.toml, edit it and pass it with "
+            f"--config; in a container, mount it at {config} (docker run -v \"$PWD/config.toml:{config}:ro\" ..., "
+            "or the goldstream-config ConfigMap in Kubernetes)")
+    return load_settings(config)
+
+
+def _settings(config: Path, silver: str | None, gold_root: str | None):  # type: ignore[no-untyped-def]
+    from goldstream.config import with_overrides
+
+    return with_overrides(_load_settings(config), silver=silver, gold_root=gold_root)
 
 
 def _install_stop_handlers(stop: Callable[[], None]) -> None:
@@ -189,10 +203,9 @@ def validate_config(config: Annotated[Path, typer.Argument(help="TOML configurat
     import os
 
     from goldstream.durations import format_duration as fmt
-    from goldstream.config import load_settings
 
     def go() -> None:
-        settings = load_settings(config)  # pydantic only: no storage client is created
+        settings = _load_settings(config)  # pydantic only: no storage client is created
         src, srv = settings.source, settings.server
         typer.echo(f"source {src.path}: starting at {src.starting_version}, poll every {fmt(src.poll_interval)}, "
                    f"at most {src.max_commits_per_batch} commits / {src.max_files_per_batch} files / "
@@ -210,6 +223,42 @@ def validate_config(config: Annotated[Path, typer.Argument(help="TOML configurat
         typer.echo(f"{config}: OK (storage not contacted)")
 
     _guarded(go)
+
+
+@app.command()
+def healthcheck(config: ConfigOpt) -> None:
+    """Exit 0 if the local `run` answers /healthz with 200 on its configured port, else 1.
+
+    The container's HEALTHCHECK: the port comes from the same configuration and
+    GOLDSTREAM_SERVER__HTTP_PORT as `run`, so moving the port never breaks the probe.
+    Every failure exits 1, the only "unhealthy" code Docker defines."""
+    import http.client
+
+    from goldstream.secrets import redact
+
+    def unhealthy(why: object) -> NoReturn:
+        typer.echo(redact(f"unhealthy: {why}"), err=True)
+        raise typer.Exit(1)
+
+    try:
+        server = _load_settings(config).server
+    except ConfigError as err:
+        unhealthy(err)
+    if not server.http_port:
+        typer.echo("the health server is disabled ([server] http_port = 0): nothing to check")
+        return
+    host = "127.0.0.1" if server.http_host in ("", "0.0.0.0", "::") else server.http_host
+    url = f"http://{host}:{server.http_port}/healthz"
+    conn = http.client.HTTPConnection(host, server.http_port, timeout=4)
+    try:
+        conn.request("GET", "/healthz")
+        status = conn.getresponse().status
+    except OSError as err:
+        unhealthy(f"{url}: {err}")
+    finally:
+        conn.close()
+    if status != 200:
+        unhealthy(f"{url} answered {status}")
 
 
 @app.command("generate-silver")

@@ -13,8 +13,11 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
+LOCK = REPO / "requirements.lock"
+MEMORY_RESULTS = REPO / "benchmarks" / "results" / "memory.json"
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "kubernetes"
 EXAMPLE_SECRET = K8S / "secret.example.yaml"
@@ -29,6 +34,7 @@ MANIFESTS = ["configmap.yaml", "deployment.yaml", "service.yaml", "cronjob-repla
 ALL_YAML = sorted(p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
 HTTP_PORT = 9108
 AWS_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+SERVICE_ACCOUNT = "goldstream"
 
 IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
@@ -177,7 +183,7 @@ def _one(docs: dict[str, list[dict]], file: str, kind: str) -> dict:
     return found[0]
 
 
-def _check_pod_spec(pod: dict, *, where: str) -> dict:
+def _check_pod_spec(pod: dict, *, where: str, config_map: str) -> dict:
     """Security context, volumes and credentials common to the Deployment and the CronJob."""
     psc = pod.get("securityContext", {})
     assert psc.get("runAsNonRoot") is True, where
@@ -196,15 +202,31 @@ def _check_pod_spec(pod: dict, *, where: str) -> dict:
     assert "/tmp" in mounts, f"{where}: /tmp must be writable (read-only root fs)"
     assert "emptyDir" in vols[mounts["/tmp"]["name"]], f"{where}: /tmp must be an emptyDir"
     assert "/etc/goldstream" in mounts, where
-    assert vols[mounts["/etc/goldstream"]["name"]]["configMap"]["name"] == "goldstream-config"
+    assert vols[mounts["/etc/goldstream"]["name"]]["configMap"]["name"] == config_map, where
 
+    # Keys are optional: with an IAM role bound to the ServiceAccount there is no Secret,
+    # and a mandatory reference would keep the pod from starting.
+    assert pod.get("serviceAccountName") == SERVICE_ACCOUNT, f"{where}: serviceAccountName for IAM roles"
     env = {e["name"]: e for e in c.get("env", [])}
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         assert key in env, f"{where}: {key} missing"
         assert "value" not in env[key], f"{where}: {key} must not be a literal"
         ref = env[key]["valueFrom"]["secretKeyRef"]
-        assert ref == {"name": "goldstream-aws", "key": key}, where
+        assert ref == {"name": "goldstream-aws", "key": key, "optional": True}, where
     assert env.get("AWS_REGION", {}).get("value"), f"{where}: AWS_REGION as plain env"
+    # The mounted file is the whole configuration: no GOLDSTREAM_* override redirects a path.
+    assert not [n for n in env if n.startswith("GOLDSTREAM_")], where
+    return c
+
+
+def _deployment_container() -> dict:
+    (c,) = _one(_all_docs(), "deployment.yaml", "Deployment")["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def _cronjob_container() -> dict:
+    cj = _one(_all_docs(), "cronjob-replay.yaml", "CronJob")
+    (c,) = cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
     return c
 
 
@@ -216,7 +238,7 @@ def test_deployment_structure() -> None:
     assert spec["strategy"]["type"] == "Recreate", "a query has exactly one writer"
     pod = spec["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] == 30
-    c = _check_pod_spec(pod, where="deployment")
+    c = _check_pod_spec(pod, where="deployment", config_map="goldstream-config")
     assert c["args"][:3] == ["run", "--config", "/etc/goldstream/config.toml"]
 
     ports = {p.get("name"): p["containerPort"] for p in c["ports"]}
@@ -230,13 +252,9 @@ def test_deployment_structure() -> None:
     assert probe_port(c["livenessProbe"]) == HTTP_PORT
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert probe_port(c["readinessProbe"]) == HTTP_PORT
+    assert str(c["resources"]["limits"]["cpu"]) == "2"
 
-    res = c["resources"]
-    assert res["requests"]["memory"] == "256Mi" and res["limits"]["memory"] == "512Mi"
-    assert res["requests"]["cpu"] == "500m" and str(res["limits"]["cpu"]) == "2"
-
-    annotations = spec["template"]["metadata"]["annotations"]
-    assert annotations == {
+    assert spec["template"]["metadata"]["annotations"] == {
         "prometheus.io/scrape": "true",
         "prometheus.io/port": str(HTTP_PORT),
         "prometheus.io/path": "/metrics",
@@ -248,29 +266,132 @@ def test_deployment_structure() -> None:
     assert svc["spec"].get("type", "ClusterIP") == "ClusterIP"
     (sp,) = svc["spec"]["ports"]
     assert sp["port"] == HTTP_PORT and sp["targetPort"] in ("metrics", HTTP_PORT)
-    assert svc["metadata"]["annotations"] == annotations
+
+
+def test_one_prometheus_scrape_target() -> None:
+    """Annotating both the pod and the Service makes Prometheus scrape one process twice
+    (pod and endpoints discovery), doubling every counter summed over targets."""
+    scraped = [
+        (file, path) for file, docs in _all_docs().items() for doc in docs
+        for path, value in _walk(doc) if path.endswith(".annotations.prometheus.io/scrape") and value == "true"
+    ]
+    assert scraped == [("deployment.yaml", ".spec.template.metadata.annotations.prometheus.io/scrape")]
+
+
+def test_service_account_for_iam_roles() -> None:
+    sa = _one(_all_docs(), "serviceaccount.yaml", "ServiceAccount")
+    assert sa["metadata"]["name"] == SERVICE_ACCOUNT
+    assert sa.get("automountServiceAccountToken") is False, "goldstream never calls the Kubernetes API"
 
 
 def test_cronjob_replay_structure() -> None:
     cj = _one(_all_docs(), "cronjob-replay.yaml", "CronJob")
     assert cj["spec"]["concurrencyPolicy"] == "Forbid"
     pod = cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    c = _check_pod_spec(pod, where="cronjob")
+    c = _check_pod_spec(pod, where="cronjob", config_map="goldstream-replay-config")
     assert c["args"][:3] == ["replay", "--config", "/etc/goldstream/config.toml"]
+
+
+def _configmap_toml(file: str) -> str:
+    (cm,) = _load_yaml_docs(K8S / file)
+    assert cm["kind"] == "ConfigMap"
+    return cm["data"]["config.toml"]
 
 
 def test_configmap_holds_the_seed_queries() -> None:
     import tomllib
 
-    cm = _one(_all_docs(), "configmap.yaml", "ConfigMap")
-    cfg = tomllib.loads(cm["data"]["config.toml"])
+    text = _configmap_toml("configmap.yaml")
+    cfg = tomllib.loads(text)
     example = tomllib.loads((REPO / "config.example.toml").read_text())
     assert cfg["source"]["path"] == "s3://my-bucket/silver"
     assert cfg["sink"]["gold_root"] == "s3://my-bucket/gold"
     assert cfg["server"]["http_port"] == HTTP_PORT
     assert cfg["queries"] == example["queries"]
-    text = cm["data"]["config.toml"].lower()
-    assert "aws_secret_access_key" not in text and "aws_access_key_id" not in text
+    assert "aws_secret_access_key" not in text.lower() and "aws_access_key_id" not in text.lower()
+
+
+def _configmap_settings(file: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """The settings a pod mounting the ConfigMap in `file` runs with (no GOLDSTREAM_* env)."""
+    from goldstream.config import load_settings
+
+    for name in [n for n in os.environ if n.upper().startswith("GOLDSTREAM_")]:
+        monkeypatch.delenv(name)
+    path = tmp_path / file.replace(".yaml", ".toml")
+    path.write_text(_configmap_toml(file))
+    return load_settings(path)
+
+
+def _tables_written(settings) -> set[str]:  # type: ignore[no-untyped-def]
+    """Every Delta table goldstream writes with `settings`: each query's Gold table
+    (gold_root/<name> or its gold_path) and its late sink, if any."""
+    tables = {settings.gold_path(q) for q in settings.queries} | {q.late_sink for q in settings.queries if q.late_sink}
+    return {t.rstrip("/") for t in tables}
+
+
+def test_replay_cronjob_writes_none_of_the_daemons_tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Gold table has one writer: the nightly replay writing one of the Deployment's tables
+    (through gold_root, a query's gold_path or its late_sink) would fence the daemon or mix
+    its rows in. Its own ConfigMap must redirect every table, same queries otherwise."""
+    import tomllib
+
+    daemon = _tables_written(_configmap_settings("configmap.yaml", tmp_path, monkeypatch))
+    replay = _tables_written(_configmap_settings("configmap-replay.yaml", tmp_path, monkeypatch))
+    assert daemon and len(replay) == len(daemon)
+    for r in replay:
+        for d in daemon:
+            assert not (r == d or r.startswith(d + "/") or d.startswith(r + "/")), f"replay writes {r}, daemon {d}"
+    daemon_cfg = tomllib.loads(_configmap_toml("configmap.yaml"))
+    replay_cfg = tomllib.loads(_configmap_toml("configmap-replay.yaml"))
+    assert replay_cfg["source"] == daemon_cfg["source"], "the replay reconciles the daemon's Silver"
+    assert [q["name"] for q in replay_cfg["queries"]] == [q["name"] for q in daemon_cfg["queries"]]
+
+
+def _mib(quantity: str) -> float:
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "K": 1e3 / 2**20, "M": 1e6 / 2**20, "G": 1e9 / 2**20}
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([KMG]i?)?", str(quantity))
+    assert m, f"unsupported memory quantity {quantity}"
+    return float(m.group(1)) * (units[m.group(2)] if m.group(2) else 1 / 2**20)
+
+
+def _measured() -> dict:
+    """The memory benchmark's figures (benchmarks/memory.py) that the pod resources cite."""
+    return json.loads(MEMORY_RESULTS.read_text())
+
+
+@pytest.mark.parametrize(("file", "container"), [("deployment.yaml", _deployment_container),
+                                                  ("cronjob-replay.yaml", _cronjob_container)])
+def test_memory_covers_the_measured_peaks(file: str, container) -> None:
+    """An OOM kill repeats on the same batch forever (a commit is never split): the request
+    holds the largest measured peak RSS (one max_rows_per_batch commit; 50 queries) and the
+    limit leaves headroom above it. The manifest cites the figures it was sized from."""
+    measured = _measured()
+    peaks = [measured[k]["peak_rss_mib"] for k in ("one_big_commit", "many_queries")]
+    text = (K8S / file).read_text()
+    for peak in peaks:
+        assert f"{round(peak)} MiB" in text, f"{file} must cite the measured {round(peak)} MiB"
+    mem = container()["resources"]
+    assert _mib(mem["requests"]["memory"]) >= max(peaks)
+    assert _mib(mem["limits"]["memory"]) >= 1.5 * max(peaks)
+    # the figures are for the shipped default batch size
+    example = (REPO / "config.example.toml").read_text()
+    rows = int(re.search(r"(?m)^max_rows_per_batch = (\d+)", example).group(1))
+    assert measured["one_big_commit"]["silver_rows"] >= rows
+
+
+def test_liveness_outlasts_the_measured_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """/healthz goes stale health_stale_factor x poll_interval after the last loop iteration
+    and a batch does not refresh it, so liveness must wait well past the longest measured
+    run, or a slow batch is killed and retried the same way forever."""
+    from goldstream.durations import to_us
+
+    settings = _configmap_settings("configmap.yaml", tmp_path, monkeypatch)
+    stale_s = settings.server.health_stale_factor * to_us(settings.source.poll_interval) / 1e6
+    probe = _deployment_container()["livenessProbe"]
+    tolerated_s = stale_s + probe["periodSeconds"] * probe["failureThreshold"]
+    longest_s = max(_measured()[k]["wall_s"] for k in ("one_big_commit", "many_queries"))
+    assert tolerated_s >= 3 * longest_s, (tolerated_s, longest_s)
+    assert f"{longest_s:.1f} s" in (K8S / "deployment.yaml").read_text(), "cite the measured duration"
 
 
 _AWS_KEY_ID = re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")
@@ -326,11 +447,15 @@ def _resolve(doc, path: str):
     return node
 
 
+BASE_IMAGE = re.compile(r"^python:3\.11\.\d+-slim-[a-z]+(@sha256:[0-9a-f]{64})?$")  # an exact release
+
+
 def test_dockerfile_structure(stages: list[list[tuple[str, str]]]) -> None:
     builder, final = stages[0], stages[-1]
     assert _stage_name(builder) == "builder"
-    assert builder[0][1].split()[0] == "python:3.11-slim"
-    assert final[0][1].split()[0] == "python:3.11-slim"
+    base = builder[0][1].split()[0]
+    assert BASE_IMAGE.match(base), f"base image {base} must be an exact version, not a moving tag"
+    assert final[0][1].split()[0] == base, "builder and runtime must share one interpreter"
 
     last = lambda kind: [a for k, a in final if k == kind][-1]  # noqa: E731
     assert json.loads(last("ENTRYPOINT")) == ["goldstream"], "exec-form ENTRYPOINT"
@@ -345,21 +470,147 @@ def test_dockerfile_structure(stages: list[list[tuple[str, str]]]) -> None:
     env = " ".join(a for k, a in final if k == "ENV")
     assert "PATH=/opt/venv/bin:$PATH" in env and "PYTHONUNBUFFERED=1" in env
 
-    hc = last("HEALTHCHECK")
-    m = re.search(r"\bCMD\s+(\[.*\])\s*$", hc)
-    assert m, "HEALTHCHECK must use exec-form CMD"
-    hc_cmd = json.loads(m.group(1))
-    assert hc_cmd[0].startswith("python")
-    assert f"http://127.0.0.1:{HTTP_PORT}/healthz" in " ".join(hc_cmd)
-
     # Only the venv comes from the builder; no compilers in the runtime image.
     from_builder = [a for k, a in final if k == "COPY" and "--from=" in a]
     assert from_builder and all(_strip_flags(a)[1] == ["/opt/venv", "/opt/venv"] for a in from_builder)
     runs = " ".join(a for k, a in final if k == "RUN").lower()
     for banned in ("gcc", "g++", "build-essential", "clang", "make ", "python3-dev", "pip install"):
         assert banned not in runs, f"final stage must not install {banned.strip()}"
-    copies = [_strip_flags(a)[1] for k, a in final if k == "COPY" and "--from=" not in a]
-    assert ["config.example.toml", "/etc/goldstream/config.toml"] in copies
+    # No configuration in the image: one with relative paths made `run` wait for them forever.
+    assert not [a for k, a in final if k in ("COPY", "ADD") and "--from=" not in a]
+
+
+def _healthcheck_cmd(final: list[tuple[str, str]]) -> list[str]:
+    (hc,) = [a for k, a in final if k == "HEALTHCHECK"]
+    m = re.search(r"\bCMD\s+(\[.*\])\s*$", hc)
+    assert m, "HEALTHCHECK must use exec-form CMD"
+    return json.loads(m.group(1))
+
+
+def test_healthcheck_reads_the_port_from_the_configuration(stages: list[list[tuple[str, str]]]) -> None:
+    """The probe asks `goldstream healthcheck` with the configuration `run` uses, so a port
+    set in the file or by GOLDSTREAM_SERVER__HTTP_PORT is the port probed."""
+    final = stages[-1]
+    cmd = _healthcheck_cmd(final)
+    run_cmd = json.loads([a for k, a in final if k == "CMD"][-1])
+    assert cmd == ["goldstream", "healthcheck", *run_cmd[1:3]]
+    assert not re.search(r"\b\d{4,5}\b", " ".join(cmd)), "no hard-coded port"
+
+
+class _Health(ThreadingHTTPServer):
+    """A stand-in `run` health server answering /healthz with a fixed status."""
+
+    def __init__(self, status: int) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                self.send_response(status if self.path == "/healthz" else 404)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+
+def _healthcheck(config: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("GOLDSTREAM_")}
+    return subprocess.run([sys.executable, "-m", "goldstream", "healthcheck", "--config", str(config)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO,
+                          env={**clean, "PYTHONPATH": str(REPO), **env})
+
+
+def _config_with_port(tmp_path: Path, port: int) -> Path:
+    text = (REPO / "config.example.toml").read_text()
+    path = tmp_path / "config.toml"
+    path.write_text(re.sub(r"(?m)^http_port = \d+", f"http_port = {port}", text))
+    return path
+
+
+def test_healthcheck_follows_the_configured_port(tmp_path: Path) -> None:
+    healthy, stale = _Health(200), _Health(503)
+    try:
+        with socket.socket() as s:  # a port nothing listens on
+            s.bind(("127.0.0.1", 0))
+            closed = s.getsockname()[1]
+        assert _healthcheck(_config_with_port(tmp_path, healthy.port)).returncode == 0
+        assert _healthcheck(_config_with_port(tmp_path, stale.port)).returncode == 1
+        down = _healthcheck(_config_with_port(tmp_path, closed))
+        assert down.returncode == 1 and f"127.0.0.1:{closed}/healthz" in down.stderr
+        # the environment override `run` honours moves the probe too
+        moved = _healthcheck(_config_with_port(tmp_path, closed), GOLDSTREAM_SERVER__HTTP_PORT=str(healthy.port))
+        assert moved.returncode == 0, moved.stderr
+    finally:
+        healthy.shutdown()
+        stale.shutdown()
+
+
+def test_container_without_configuration_refuses_to_start(tmp_path: Path) -> None:
+    """The image's CMD with nothing mounted exits 2 naming the file and how to mount it."""
+    missing = tmp_path / "etc" / "goldstream" / "config.toml"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("GOLDSTREAM_")}
+    proc = subprocess.run([sys.executable, "-m", "goldstream", "run", "--config", str(missing)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO,
+                          env={**clean, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 2
+    assert f"configuration file {missing} does not exist" in proc.stderr
+    assert f"mount it at {missing}" in proc.stderr and "ConfigMap" in proc.stderr
+
+
+# --------------------------------------------------------------------------- (d) pinned dependencies
+
+
+def _lock_pins() -> dict[str, tuple[str, list[str]]]:
+    """{normalised name: (version, hashes)} from requirements.lock."""
+    pins: dict[str, tuple[str, list[str]]] = {}
+    text = LOCK.read_text().replace("\\\n", " ")
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        m = re.match(r"^([A-Za-z0-9_.\-]+)==(\S+)\s*(.*)$", line)
+        assert m, f"requirements.lock: not an exact pin: {line}"
+        pins[_norm(m.group(1))] = (m.group(2), re.findall(r"--hash=sha256:([0-9a-f]{64})", m.group(3)))
+    return pins
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_dockerfile_installs_only_the_lock(stages: list[list[tuple[str, str]]]) -> None:
+    runs = [a for k, a in stages[0] if k == "RUN"]
+    installs = [c.strip() for a in runs for c in a.split("&&") if " install " in f" {c} "]
+    lock_installs = [c for c in installs if "-r requirements.lock" in c]
+    assert len(lock_installs) == 1 and "--require-hashes" in lock_installs[0]
+    # the project itself: no dependency resolution beyond the lock
+    others = [c for c in installs if c not in lock_installs]
+    assert others and all("--no-deps" in c for c in others), others
+    copied = [src for k, a in stages[0] if k == "COPY" for src in _strip_flags(a)[1][:-1]]
+    assert LOCK.name in copied
+
+
+def test_lock_is_consistent_with_pyproject() -> None:
+    """Every runtime dependency is pinned (with hashes) to a version pyproject allows, and
+    the libraries that decide the Gold rows cannot move past a tested minor release."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    pins = _lock_pins()
+    assert all(hashes for _, hashes in pins.values()), "every pin needs its hashes (--require-hashes)"
+    deps = [Requirement(r) for r in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]]
+    for req in deps:
+        assert _norm(req.name) in pins, f"{req.name} is not in requirements.lock"
+        version = pins[_norm(req.name)][0]
+        assert req.specifier.contains(version), f"lock pins {req.name}=={version}, pyproject wants {req.specifier}"
+        if _norm(req.name) in ("polars", "deltalake"):
+            assert any(s.operator in ("<", "<=", "==", "~=") for s in req.specifier), f"{req.name} needs an upper bound"
+    assert "goldstream" not in pins, "the project is installed from its own wheel, not the lock"
 
 
 def test_dockerignore_keeps_build_inputs(stages: list[list[tuple[str, str]]]) -> None:
@@ -384,7 +635,7 @@ def test_dockerignore_keeps_build_inputs(stages: list[list[tuple[str, str]]]) ->
             )
 
 
-# --------------------------------------------------------------------------- (d) install replay
+# --------------------------------------------------------------------------- (e) install replay
 
 
 @pytest.mark.slow
