@@ -2,14 +2,11 @@
 
 Queries are data: window kind/size/slide, watermark delay, keys and the aggregate list
 are declared in the file (the seed queries live in `config.example.toml`), so a new
-query needs no code. `QuerySpec.fingerprint()` is what Gold remembers of a query, so a
-changed definition is refused instead of silently mixed into old output.
+query needs no code.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -169,29 +166,6 @@ class QuerySpec(_Strict):
     @property
     def resolved_app_id(self) -> str:
         return self.app_id or f"goldstream-{self.name}"
-
-    def definition(self) -> dict[str, Any]:
-        """What defines the query's output; a change to any of it changes the Gold rows."""
-        return {
-            "event_time": self.event_time,
-            "keys": list(self.keys),
-            "window": {
-                "kind": self.window.kind,
-                "size_us": to_us(self.window.size),
-                "slide_us": to_us(self.window.slide_value),
-            },
-            "watermark_delay_us": to_us(self.watermark_delay),
-            "aggregates": [a.model_dump(exclude_none=True) for a in self.aggregates],
-            # which rows count depends on the skew bound too (only when set, so that the
-            # fingerprint of a query without it does not change)
-            **({"max_event_time_skew_us": to_us(self.max_event_time_skew)}
-               if self.max_event_time_skew is not None else {}),
-        }
-
-    def fingerprint(self) -> int:
-        """A 62-bit hash of `definition()`, small enough for a Delta `txn` version."""
-        canon = json.dumps(self.definition(), sort_keys=True, separators=(",", ":"))
-        return int.from_bytes(hashlib.sha256(canon.encode()).digest()[:8], "big") >> 2
 
 
 StartingVersion = Literal["earliest", "latest"] | int | datetime

@@ -25,6 +25,7 @@ from goldstream.engine.state import WindowedAggregation, fine_partials
 from goldstream.errors import SourceError, TransientStorageError
 from goldstream.observability import ProgressReporter
 from goldstream.retry import RetryPolicy, storage_failure
+from goldstream.sink.definition import fingerprint
 from goldstream.sink.gold import GoldSink
 from goldstream.sink.late import LateSink
 from goldstream.sink.offsets import Offsets
@@ -76,7 +77,7 @@ class QueryRun:
             version=self.processed,
             watermark_us=self.engine.watermark_us,
             low_version=self.processed + 1 if low is None else low,
-            fingerprint=self.query.fingerprint(),
+            fingerprint=fingerprint(self.query),
             late_rows=self.late_base + self.stats.rows_late,
         )
 

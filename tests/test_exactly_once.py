@@ -639,7 +639,8 @@ def test_late_sink_holds_exactly_the_dropped_rows(tmp_path: Path) -> None:
 def test_long_lived_sink_reloads_its_snapshot_and_stays_fenced(tmp_path: Path) -> None:
     """A daemon's Gold snapshot is reloaded every RELOAD_EVERY commits (an ever-updated one
     gets slower with each commit); across reloads the ownership check still holds."""
-    from goldstream.sink.gold import RELOAD_EVERY
+    from goldstream.sink.committer import RELOAD_EVERY
+    from goldstream.sink.definition import fingerprint
     from goldstream.sink.offsets import Offsets
 
     silver, gold = tmp_path / "silver", tmp_path / "gold"
@@ -649,10 +650,10 @@ def test_long_lived_sink_reloads_its_snapshot_and_stays_fenced(tmp_path: Path) -
     a.start()
     b.start()
     sink, empty = a.runs[0].sink, a.runs[0].engine.empty_output()
-    fp = a.runs[0].query.fingerprint()
+    fp = fingerprint(a.runs[0].query)
     for v in range(RELOAD_EVERY + 5):
         sink.commit(empty, Offsets(v, 0, v + 1, fp), {})
-    assert sink.dt is not None and sink._loaded_version >= RELOAD_EVERY  # a fresh load happened
+    assert sink.dt is not None and sink.committer.loaded_version >= RELOAD_EVERY  # a fresh load happened
     assert txn_version(gold / "country_stats", "goldstream-country_stats") == RELOAD_EVERY + 4
     with pytest.raises(OwnershipLost, match=f"records Silver processed through version {RELOAD_EVERY + 4}"):
         b.runs[0].sink.commit(empty, Offsets(0, 0, 1, fp), {})

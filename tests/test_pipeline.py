@@ -14,6 +14,7 @@ from gold_compare import assert_gold_equal
 from goldstream.config import Settings, load_settings, with_overrides
 from goldstream.errors import SourceError
 from goldstream.runner import Pipeline
+from goldstream.sink.definition import fingerprint
 from goldstream.sink.offsets import Offsets
 from goldstream.demo.synth import generate_silver, synth_commit_frames
 from helpers import QUERIES, goldstream, read_gold
@@ -82,7 +83,7 @@ def test_offsets_are_in_the_gold_commit(silver: Path, tmp_path: Path, example_co
         assert off is not None
         assert off.version == 39
         assert off.watermark_us == run.engine.watermark_us
-        assert off.fingerprint == run.query.fingerprint()
+        assert off.fingerprint == fingerprint(run.query)
         # open windows (end > watermark) hold rows of recent commits only: 10 s per commit,
         # window 1 min + delay 2 min -> about 18 commits back, plus late rows
         if run.query.name == "country_stats":

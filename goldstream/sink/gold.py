@@ -1,99 +1,27 @@
 """Append closed windows to a query's Gold Delta table, exactly once.
 
-Each commit carries the rows and the `txn` offsets together (one atomic Delta commit).
-Before committing we re-read the table and check that its offsets are still the ones
-we last wrote; the commit itself is made against that snapshot with no retries, so a
-concurrent commit from another instance makes ours fail instead of being silently
-rebased. Either way the other instance owns the query and we stop (DESIGN §3).
+Each commit carries the rows and the `txn` offsets together (one atomic Delta commit),
+fenced by the offsets this instance last saw (see `Committer`): offsets written by
+anyone else mean another instance owns the query, and this one stops without writing.
+A table is accepted only if it was created for this very query definition and holds
+its columns.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import time
-import uuid
-from datetime import timedelta
 from typing import Any
 
 import polars as pl
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, write_deltalake
-from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake import DeltaTable
 
 from goldstream.config import QuerySpec
-from goldstream.durations import format_duration
 from goldstream.errors import OwnershipLost, SinkError
-from goldstream.retry import classify
+from goldstream.sink.committer import Committer, FenceMoved
+from goldstream.sink.definition import changes, definition, description, fingerprint, recorded_definition
 from goldstream.sink.offsets import Offsets
 from goldstream.storage import Storage
-
-log = logging.getLogger(__name__)
-_DESCRIPTION_PREFIX = "goldstream query "
-TAG = "goldstream.commitTag"
-RELOAD_EVERY = 100  # Delta's default checkpoint interval: a fresh load starts from a checkpoint
-
-
-def _definition_of(dt: DeltaTable) -> dict[str, Any] | None:
-    desc = dt.metadata().description or ""
-    if not desc.startswith(_DESCRIPTION_PREFIX):
-        return None
-    try:
-        return json.loads(desc[len(_DESCRIPTION_PREFIX):])
-    except ValueError:
-        return None
-
-
-_LABELS = {"window.size_us": "window size", "window.slide_us": "window slide", "window.kind": "window kind",
-           "watermark_delay_us": "watermark delay"}
-
-
-def _show(path: str, v: Any) -> str:
-    """A definition value as the operator wrote it: durations as "1m", the rest as JSON."""
-    if path.endswith("_us") and isinstance(v, int):
-        return format_duration(timedelta(microseconds=v))
-    return json.dumps(v)
-
-
-def _diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    """What differs between two query definitions, in the config's own terms."""
-    out: list[str] = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k), new.get(k)
-        path = f"{prefix}{k}"
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _diff(a, b, f"{path}.")
-        elif path == "aggregates" and isinstance(a, list) and isinstance(b, list) and a != b:
-            out += _aggregates_diff(a, b)
-        elif a != b:
-            out.append(f"{_LABELS.get(path, path)}: Gold has {_show(path, a)}, config has {_show(path, b)}")
-    return out
-
-
-def _aggregates_diff(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[str]:
-    """Aggregates by name: renamed (same definition, new name), removed, added, changed, reordered."""
-    def body(a: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in a.items() if k != "name"}
-
-    o, n = {a["name"]: a for a in old}, {a["name"]: a for a in new}
-    removed, added = [x for x in o if x not in n], [x for x in n if x not in o]
-    out: list[str] = []
-    for r in list(removed):
-        twin = next((x for x in added if body(n[x]) == body(o[r])), None)
-        if twin is not None:
-            out.append(f"aggregate {r!r} renamed to {twin!r}")
-            removed.remove(r)
-            added.remove(twin)
-    out += [f"aggregate {x!r} removed" for x in removed]
-    out += [f"aggregate {x!r} added ({', '.join(f'{k} {json.dumps(v)}' for k, v in body(n[x]).items())})"
-            for x in added]
-    for x in o:
-        if x in n and o[x] != n[x]:
-            out += [f"aggregate {x!r}: {k}: Gold has {json.dumps(o[x].get(k))}, config has {json.dumps(n[x].get(k))}"
-                    for k in sorted(set(o[x]) | set(n[x])) if o[x].get(k) != n[x].get(k)]
-    if not out:
-        out.append(f"aggregate order: Gold has {[a['name'] for a in old]}, config has {[a['name'] for a in new]}")
-    return out
 
 
 class GoldSink:
@@ -104,50 +32,36 @@ class GoldSink:
         self.query = query
         self.app_id = query.resolved_app_id
         self.schema = schema
-        self.options = storage.delta_options(self.uri)
-        self.dt: DeltaTable | None = None
+        self.committer = Committer(self.uri, storage.delta_options(self.uri), f"Gold table {self.uri}",
+                                   f"query {query.name!r}")
         self.committed: Offsets | None = None
-        self.commits = 0
-        self._loaded_version = 0
+        self._fence: dict[str, int | None] = {}  # the offset txns as last seen or written
+
+    @property
+    def dt(self) -> DeltaTable | None:
+        return self.committer.dt
 
     # -- start ----------------------------------------------------------------------------
 
     def open(self, create: bool = True) -> Offsets | None:
         """Load (or create) the table, check it belongs to this query; return its offsets."""
-        try:
-            self.dt = DeltaTable(self.uri, storage_options=self.options)
-        except TableNotFoundError:
+        dt = self.committer.load()
+        if dt is None:
             if not create:
                 return None
-            self.dt = self._create()
-        self._loaded_version = self.dt.version()
-        self._check_table(self.dt)
-        self.committed = Offsets.from_table(self.dt, self.app_id)
-        if self.committed is None and self.dt.version() > 0 and not self.query.allow_foreign_gold:
-            self._refuse_foreign(self.dt)
-        if self.committed is not None and self.committed.fingerprint not in (0, self.query.fingerprint()):
+            dt = self.committer.create(self.schema, name=self.query.name, description=description(self.query))
+        self._check_table(dt)
+        self.committed = Offsets.from_table(dt, self.app_id)
+        self._fence = self.committer.txns(Offsets.txn_ids(self.app_id))
+        if self.committed is None and dt.version() > 0 and not self.query.allow_foreign_gold:
+            self._refuse_foreign(dt)
+        if self.committed is not None and self.committed.fingerprint not in (0, fingerprint(self.query)):
             raise SinkError(
                 f"Gold table {self.uri} was written by a different definition of query "
                 f"{self.query.name!r} (fingerprint {self.committed.fingerprint} vs "
-                f"{self.query.fingerprint()}). Use a new Gold path or query name to start fresh."
+                f"{fingerprint(self.query)}). Use a new Gold path or query name to start fresh."
             )
         return self.committed
-
-    def _create(self) -> DeltaTable:
-        desc = _DESCRIPTION_PREFIX + json.dumps(self.query.definition(), sort_keys=True)
-        try:
-            # No commit retries: with them, delta-rs rebases a losing concurrent create into
-            # version 1 (a second CREATE TABLE, possibly of another definition) instead of failing.
-            return DeltaTable.create(self.uri, self.schema, mode="error", name=self.query.name,
-                                     description=desc, storage_options=self.options,
-                                     commit_properties=CommitProperties(max_commit_retries=0))
-        except Exception as err:  # noqa: BLE001 - a concurrent creator won: use its table
-            if classify(err) is not None:
-                raise  # a storage failure, not a lost race: retried or reported by the runner
-            try:
-                return DeltaTable(self.uri, storage_options=self.options)
-            except TableNotFoundError:
-                raise SinkError(f"cannot create Gold table {self.uri}: {err}") from None
 
     def _refuse_foreign(self, dt: DeltaTable) -> None:
         """Commits exist but none under our app id: another stream wrote this table, and
@@ -164,14 +78,14 @@ class GoldSink:
         )
 
     def _check_table(self, dt: DeltaTable) -> None:
-        definition = _definition_of(dt)
-        if definition is None:
+        recorded = recorded_definition(dt)
+        if recorded is None:
             raise SinkError(
                 f"Gold table {self.uri} was not created by goldstream for query {self.query.name!r} "
                 "(its description holds no goldstream query definition). Point the query at a new "
                 "Gold path, or remove that table if it is yours to discard."
             )
-        diffs = _diff(definition, self.query.definition())
+        diffs = changes(recorded, definition(self.query))
         if diffs:
             raise SinkError(
                 f"query {self.query.name!r} changed since Gold table {self.uri} was written:\n  - "
@@ -199,61 +113,22 @@ class GoldSink:
         data = rows.to_arrow(compat_level=pl.CompatLevel.oldest())
         if data.schema != self.schema:  # the engine emits the Gold types; casting would import pyarrow.compute (~0.2 s)
             data = data.cast(self.schema)
-        failed = False
-        tag = uuid.uuid4().hex  # names this commit in its commitInfo
-        for attempt in range(20):
-            self._refresh()
-            current = Offsets.from_table(self.dt, self.app_id)
-            if failed and current == offsets and committed_with_tag(self.dt, tag):
-                # the "failed" attempt did land (e.g. a lost S3 response, retried into 412):
-                # these are our rows and offsets, committed once
-                log.info("Gold commit to %s reported a failure but is in the log; continuing", self.uri)
-                break
-            if current != self.committed:
-                raise OwnershipLost(
-                    f"another instance owns query {self.query.name!r}: Gold table {self.uri} records "
-                    f"{_position(current)}, but this instance last recorded {_position(self.committed)}. "
-                    "Stopping without writing (no duplicate rows). Run one instance per query; restarting "
-                    "this one resumes from what Gold records."
-                )
-            props = CommitProperties(
-                custom_metadata={**info, "goldstream.appId": self.app_id, TAG: tag},
-                max_commit_retries=0,
-                app_transactions=offsets.to_txns(self.app_id, int(time.time() * 1000)),
-            )
-            try:
-                write_deltalake(self.dt, data, mode="append", commit_properties=props)
-            except CommitFailedError as err:
-                log.info("Gold commit to %s conflicted (%s); re-checking ownership", self.uri, err)
-                failed = True
-                time.sleep(min(0.05 * (attempt + 1), 0.5))
-                continue
-            break
-        else:
-            raise OwnershipLost(f"Gold table {self.uri} keeps changing under query {self.query.name!r}; stopping")
+        txns = offsets.to_txns(self.app_id, int(time.time() * 1000))
+        try:
+            self.committer.commit(data, txns, {**info, "goldstream.appId": self.app_id}, self._fence)
+        except FenceMoved as moved:
+            raise OwnershipLost(
+                f"another instance owns query {self.query.name!r}: Gold table {self.uri} records "
+                f"{_position(moved.found[self.app_id])}, but this instance last recorded "
+                f"{_position(self._fence[self.app_id])}. Stopping without writing (no duplicate rows). "
+                "Run one instance per query; restarting this one resumes from what Gold records."
+            ) from None
         self.committed = offsets
-        self.commits += 1
-
-    def _refresh(self) -> None:
-        """Bring the snapshot to the latest version. An incrementally updated snapshot keeps
-        every commit since it was loaded (a commit got ~6x slower after 1,000 of them), so
-        every RELOAD_EVERY versions it is loaded afresh, from the latest checkpoint."""
-        assert self.dt is not None
-        if self.dt.version() - self._loaded_version >= RELOAD_EVERY:
-            self.dt = DeltaTable(self.uri, storage_options=self.options)
-            self._loaded_version = self.dt.version()
-        else:
-            self.dt.update_incremental()
+        self._fence = {t.app_id: t.version for t in txns}
 
 
-def committed_with_tag(dt: DeltaTable, tag: str) -> bool:
-    """Whether one of the latest commits is the one we tagged (another instance committing
-    the very same offsets is not us: it owns the query)."""
-    return any(h.get(TAG) == tag for h in dt.history(10))
-
-
-def _position(offsets: Offsets | None) -> str:
-    return "no offsets yet" if offsets is None else f"Silver processed through version {offsets.version}"
+def _position(version: int | None) -> str:
+    return "no offsets yet" if version is None else f"Silver processed through version {version}"
 
 
 def _norm(t: Any) -> str:

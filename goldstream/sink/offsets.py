@@ -32,6 +32,11 @@ class Offsets:
     fingerprint: int
     late_rows: int = 0  # rows dropped by the watermark so far (for status; survives restarts)
 
+    @staticmethod
+    def txn_ids(app_id: str) -> list[str]:
+        """The application ids of the `txn`s that hold the offsets of `app_id`."""
+        return [app_id, *(f"{app_id}.{k}" for k in _FIELDS)]
+
     def to_txns(self, app_id: str, now_ms: int) -> list[Transaction]:
         values = {"": self.version, "watermark": self.watermark_us, "low": self.low_version,
                   "fingerprint": self.fingerprint, "lateRows": self.late_rows}
