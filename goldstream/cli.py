@@ -21,6 +21,7 @@ log = logging.getLogger("goldstream")
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="TOML configuration file")]
 SilverOpt = Annotated[Optional[str], typer.Option("--silver", help="Silver table URI (overrides [source] path)")]
 GoldOpt = Annotated[Optional[str], typer.Option("--gold-root", help="Gold root URI (overrides [sink] gold_root)")]
+QueryOpt = Annotated[Optional[str], typer.Option(help="only this query")]
 
 
 def _fail(err: GoldstreamError) -> None:
@@ -72,10 +73,12 @@ def _load_settings(config: Path):  # type: ignore[no-untyped-def]
     return load_settings(config)
 
 
-def _settings(config: Path, silver: str | None, gold_root: str | None):  # type: ignore[no-untyped-def]
+def _settings(config: Path, silver: str | None, gold_root: str | None,  # type: ignore[no-untyped-def]
+              query: str | None = None):
     from goldstream.config import with_overrides
 
-    return with_overrides(_load_settings(config), silver=silver, gold_root=gold_root)
+    settings = with_overrides(_load_settings(config), silver=silver, gold_root=gold_root)
+    return settings if query is None else settings.only(query)
 
 
 def _install_stop_handlers(stop: Callable[[], None]) -> None:
@@ -112,6 +115,8 @@ def replay(
         settings = _settings(config, silver, gold_root)
         setup_logging(settings.log_level)
         pipeline = Pipeline(settings, from_version=from_version)
+        if to_version is not None:
+            _check_reaches(pipeline.source, to_version)
         _install_stop_handlers(pipeline.stop_event.set)
         pipeline.start()
         pipeline.replay(to_version=to_version, flush=flush)
@@ -120,12 +125,25 @@ def replay(
     _guarded(go)
 
 
+def _check_reaches(source: Any, to_version: int) -> None:
+    """Refuse --to-version past Silver's latest version before anything is written: the
+    replay could only stop short of it, and exit 0 would say it got there."""
+    from goldstream.errors import SourceError
+
+    latest = source.latest_version()
+    if latest is not None and to_version > latest:
+        raise SourceError(f"--to-version {to_version} is beyond the latest version of Silver table {source.uri} "
+                          f"(latest version: {latest}); nothing was processed. Give a version up to {latest}, "
+                          "or leave --to-version out to replay up to the latest")
+
+
 @app.command()
 def run(
     config: ConfigOpt,
     silver: SilverOpt = None,
     gold_root: GoldOpt = None,
-    http_port: Annotated[Optional[int], typer.Option(help="health/metrics port (0 disables; default from config)")] = None,
+    http_port: Annotated[Optional[int], typer.Option(min=0, max=65535,
+                                                     help="health/metrics port (0 disables; default from config)")] = None,
 ) -> None:
     """Tail Silver forever: poll, process, commit, sleep. SIGTERM/SIGINT stop cleanly (exit 0)."""
     from goldstream.durations import to_us
@@ -155,6 +173,7 @@ def status(
     config: ConfigOpt,
     silver: SilverOpt = None,
     gold_root: GoldOpt = None,
+    query: QueryOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Per query: Silver latest version, version processed, lag, watermark, open windows."""
@@ -162,7 +181,7 @@ def status(
 
     def go() -> None:
         logging.basicConfig(level=logging.WARNING)
-        rows = get_status(_settings(config, silver, gold_root))
+        rows = get_status(_settings(config, silver, gold_root, query))
         if as_json:
             typer.echo(json.dumps(rows, indent=2))
             return
@@ -179,8 +198,8 @@ def status(
 def show(
     config: ConfigOpt,
     gold_root: GoldOpt = None,
-    query: Annotated[Optional[str], typer.Option(help="only this query")] = None,
-    limit: Annotated[int, typer.Option(min=1)] = 10,
+    query: QueryOpt = None,
+    limit: Annotated[int, typer.Option(min=1, max=100_000)] = 10,
 ) -> None:
     """Row counts of the Gold tables, the latest windows, the highest anomaly rates."""
     import polars as pl
@@ -188,7 +207,7 @@ def show(
     from goldstream.report import show as get_sections
 
     def go() -> None:
-        sections = get_sections(_settings(config, None, gold_root), query=query, limit=limit)
+        sections = get_sections(_settings(config, None, gold_root, query), limit=limit)
         with pl.Config(tbl_rows=limit + 2, tbl_cols=16, fmt_str_lengths=40, tbl_width_chars=200):
             for title, frame in sections:
                 typer.echo(f"\n== {title}")
@@ -267,7 +286,7 @@ def generate_silver(
     commits: Annotated[int, typer.Option(min=1)] = 60,
     rows_per_commit: Annotated[int, typer.Option(min=0)] = 2000,
     seed: int = 0,
-    commit_interval: Annotated[float, typer.Option(help="seconds of event time per commit")] = 10.0,
+    commit_interval: Annotated[float, typer.Option(min=0.001, max=86_400.0, help="seconds of event time per commit")] = 10.0,
 ) -> None:
     """Write a seeded OpenSky-like synthetic Silver table (one Delta commit per batch)."""
     from goldstream.storage import Storage

@@ -8,11 +8,13 @@ query needs no code.
 from __future__ import annotations
 
 import os
+import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -32,6 +34,8 @@ from pydantic_settings import (
 from goldstream.durations import format_duration, parse_duration, to_us
 from goldstream.errors import ConfigError
 from goldstream.functions.registry import FUNCTION_NAMES, build, check_arguments
+from goldstream.identifiers import Identifier, collision_message, first_collision
+from goldstream.identity import check_apart
 
 def _require(td: timedelta | None, name: str, *, positive: bool) -> None:
     """Raise the rule a duration field breaks, in the config's own notation."""
@@ -43,7 +47,34 @@ def _require(td: timedelta | None, name: str, *, positive: bool) -> None:
         raise ValueError(f"{name} must not be negative, got {format_duration(td)}")
 
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration)]
+MAX_DURATION = timedelta(days=36500)  # longer is a typo, and overflows a thread's wait
+
+
+def _bounded(td: timedelta) -> timedelta:
+    if td > MAX_DURATION:
+        raise ValueError(f"duration {format_duration(td)} is too long: at most {format_duration(MAX_DURATION)}")
+    return td
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_bounded),
+                     PlainSerializer(format_duration)]
+
+
+def _text(value: str) -> str:
+    """A path, URL, host or column name: an empty or padded value is a slip (an empty
+    environment variable, a stray space), never a location or a name to act on."""
+    if not value.strip():
+        raise ValueError("must not be empty")
+    if value != value.strip():
+        raise ValueError(f"{value!r} has leading or trailing whitespace; remove it")
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_text)]
+# Counts bounded where every client (Polars, delta-rs, the OS) still takes them.
+Count = Annotated[int, Field(ge=1, le=2**31 - 1)]
 
 
 
@@ -89,9 +120,9 @@ class AggregateSpec(_Strict):
     """One output column. `fn` picks the function; the other fields are the arguments
     that function takes (each function declares which, and their rules)."""
 
-    name: str
+    name: Identifier
     fn: AggFn
-    column: str | None = None
+    column: Text | None = None
     equals: bool | float | str | None = None
     above: float | None = None
     below: float | None = None
@@ -107,15 +138,15 @@ class AggregateSpec(_Strict):
 class QuerySpec(_Strict):
     """One streaming query: Silver → windowed aggregate → its own Gold table."""
 
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")]
-    event_time: str = "event_timestamp"
-    keys: list[str] = Field(default_factory=list)
+    name: Identifier
+    event_time: Text = "event_timestamp"
+    keys: list[Identifier] = Field(default_factory=list)
     window: WindowSpec
     watermark_delay: Duration
     aggregates: list[AggregateSpec] = Field(min_length=1)
-    app_id: str | None = None
-    gold_path: str | None = None
-    late_sink: str | None = None
+    app_id: Text | None = None
+    gold_path: Text | None = None
+    late_sink: Text | None = None
     idle_timeout: Duration | None = None
     # Opt-in departure from Spark: rows whose event time is more than this ahead of the
     # time their Silver commit was written are refused (late sink, counted as late)
@@ -147,11 +178,10 @@ class QuerySpec(_Strict):
 
     @model_validator(mode="after")
     def _check_names(self) -> QuerySpec:
-        names = ["window_start", "window_end", *self.keys]
-        for agg in self.aggregates:
-            if agg.name in names:
-                raise ValueError(f"query {self.name!r}: output column {agg.name!r} is declared twice")
-            names.append(agg.name)
+        outputs = ["window_start", "window_end", *self.keys, *(a.name for a in self.aggregates)]
+        if clash := first_collision(outputs):
+            raise ValueError(f"query {self.name!r}: output column {collision_message(*clash)}; "
+                             "give every key and aggregate its own name")
         declared: set[str] = set()
         for agg in self.aggregates:
             for ref in build(agg).finalized_inputs():
@@ -171,19 +201,23 @@ class QuerySpec(_Strict):
 StartingVersion = Literal["earliest", "latest"] | int | datetime
 
 
+_STARTING_HINT = "use 'earliest', 'latest', a version number or an RFC 3339 timestamp"
+
+
 def _parse_starting_version(v: Any) -> Any:
+    """A number is a version, never seconds since 1970: a fraction or a boolean is refused."""
+    if isinstance(v, bool) or isinstance(v, float):
+        raise ValueError(f"starting_version {v!r} is not a whole version number: {_STARTING_HINT}")
     if isinstance(v, str):
         s = v.strip()
         if s in ("earliest", "latest"):
             return s
-        if s.isdigit():
+        if s.isascii() and s.isdigit():
             return int(s)
         try:
             ts = datetime.fromisoformat(s.replace("Z", "+00:00"))
         except ValueError:
-            raise ValueError(
-                f"starting_version {v!r}: use 'earliest', 'latest', a version number or an RFC 3339 timestamp"
-            ) from None
+            raise ValueError(f"starting_version {v!r}: {_STARTING_HINT}") from None
         return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
     if isinstance(v, datetime) and v.tzinfo is None:
         return v.replace(tzinfo=timezone.utc)
@@ -191,12 +225,12 @@ def _parse_starting_version(v: Any) -> Any:
 
 
 class SourceSpec(_Strict):
-    path: str = "./data/silver"
+    path: Text = "./data/silver"
     starting_version: Annotated[StartingVersion, BeforeValidator(_parse_starting_version)] = "earliest"
     poll_interval: Duration = timedelta(seconds=5)
-    max_commits_per_batch: Annotated[int, Field(ge=1)] = 100
-    max_files_per_batch: Annotated[int, Field(ge=1)] = 1000
-    max_rows_per_batch: Annotated[int, Field(ge=1)] = 5_000_000
+    max_commits_per_batch: Count = 100
+    max_files_per_batch: Count = 1000
+    max_rows_per_batch: Count = 5_000_000
     skip_change_commits: bool = False
     # `run` waits this long for a missing Silver table to appear ("0s": forever), logging
     # every 30 s; `replay` never waits. A typo in the path then shows up in
@@ -226,21 +260,21 @@ class SourceSpec(_Strict):
 
 
 class SinkSpec(_Strict):
-    gold_root: str = "./data/gold"
+    gold_root: Text = "./data/gold"
 
 
 class StorageSpec(_Strict):
     """Non-secret storage settings; credentials only ever come from the environment."""
 
-    endpoint: str | None = None
-    region: str | None = None
+    endpoint: Text | None = None
+    region: Text | None = None
     allow_http: bool | None = None
 
 
 class ServerSpec(_Strict):
     http_port: Annotated[int, Field(ge=0, le=65535)] = 9108
-    http_host: str = "0.0.0.0"  # all interfaces, for probes in a pod; 127.0.0.1 keeps it local
-    health_stale_factor: Annotated[float, Field(gt=1)] = 5.0
+    http_host: Text = "0.0.0.0"  # all interfaces, for probes in a pod; 127.0.0.1 keeps it local
+    health_stale_factor: Annotated[float, Field(gt=1, allow_inf_nan=False)] = 5.0
 
 
 class Settings(BaseSettings):
@@ -262,28 +296,16 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _unique(self) -> Settings:
-        seen: dict[str, str] = {}
+        """Query names are distinct (also ignoring case: they name directories), and every
+        table the configuration names is apart from every other, compared by identity."""
+        if clash := first_collision(q.name for q in self.queries):
+            raise ValueError(f"queries: the name {collision_message(*clash)}; query names must be unique")
+        tables = [("the Silver table", self.source.path)]
         for q in self.queries:
-            if q.name in seen:
-                raise ValueError(f"queries: the name {q.name!r} is used twice; query names must be unique")
-            seen[q.name] = q.name
-        paths: dict[str, str] = {}
-        silver = self.source.path.rstrip("/")
-        for q in self.queries:
-            for p, what in ((self.gold_path(q).rstrip("/"), "Gold table"), ((q.late_sink or "").rstrip("/"), "late sink")):
-                if not p:
-                    continue
-                if p in paths or any(_nested(p, other) for other in paths):
-                    raise ValueError(
-                        f"queries: {paths[p]} and query {q.name!r} ({what}) write the same table {p}; "
-                        "every Gold table and late sink needs its own path (set gold_path / late_sink)"
-                    )
-                if _nested(p, silver):
-                    raise ValueError(
-                        f"queries: the {what} of query {q.name!r} ({p}) is the Silver table {silver} or "
-                        "lies inside or around it; a VACUUM of one would delete the other's files"
-                    )
-                paths[p] = f"query {q.name!r} ({what})"
+            tables.append((f"the Gold table of query {q.name!r}", self.gold_path(q)))
+            if q.late_sink:
+                tables.append((f"the late sink of query {q.name!r}", q.late_sink))
+        check_apart(tables)
         return self
 
     def max_event_time_skew(self, query: QuerySpec) -> timedelta | None:
@@ -295,6 +317,28 @@ class Settings(BaseSettings):
     def gold_path(self, query: QuerySpec) -> str:
         return query.gold_path or f"{self.sink.gold_root.rstrip('/')}/{query.name}"
 
+    def only(self, query: str) -> Settings:
+        """These settings with the one query named `query` (`--query`); ConfigError
+        naming the configured queries if there is none of that name."""
+        chosen = [q for q in self.queries if q.name == query]
+        if not chosen:
+            known = ", ".join(repr(q.name) for q in self.queries)
+            raise ConfigError(f"unknown query {query!r}: the configuration defines {known}; "
+                              "pass one of these names to --query")
+        return self.model_copy(update={"queries": chosen})
+
+
+# A field whose name says it may hold a credential, or any field of [storage] (where a
+# credential would be put by mistake), never has its value echoed; nor has an unknown
+# field, whose value is not needed to fix its name.
+_SECRET_NAME = re.compile(r"secret|token|passw|pwd|credential|auth|session|private|signature|cookie|key(?!s$)")
+_SECRET_SECTIONS = ("storage",)
+
+
+def _may_be_secret(e: Any) -> bool:
+    loc = [str(p).lower() for p in e["loc"]]
+    return (e["type"] == "extra_forbidden" or bool(loc) and loc[0] in _SECRET_SECTIONS
+            or any(_SECRET_NAME.search(p) for p in loc))
 
 
 def _describe(err: ValidationError, path: Path) -> str:
@@ -304,6 +348,10 @@ def _describe(err: ValidationError, path: Path) -> str:
         msg = e["msg"].removeprefix("Value error, ")
         value = e.get("input")
         shown = "" if isinstance(value, (dict, list)) else f" (value: {value!r})"
+        if _may_be_secret(e):
+            shown = " (value not shown: it may be a secret)"
+            if isinstance(value, str) and value.strip():
+                msg = msg.replace(value, "***")
         env_name = "GOLDSTREAM_" + "__".join(str(p).upper() for p in e["loc"])
         if e["loc"] and all(isinstance(p, str) for p in e["loc"]) and env_name in os.environ:
             shown += f" (set by environment variable {env_name})"  # the file may look right
@@ -318,7 +366,8 @@ def load_settings(path: str | Path) -> Settings:
     """Load and validate `path` plus GOLDSTREAM_* env; raise ConfigError naming each bad field."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"configuration file {p} does not exist; copy config.example.toml and edit it")
+        what = "is a directory, not a file" if p.is_dir() else "does not exist"
+        raise ConfigError(f"configuration file {p} {what}; copy config.example.toml and edit it")
 
     class FromFile(Settings):
         """Settings read from this one file (env first, then the file): the path is bound
@@ -344,22 +393,19 @@ def load_settings(path: str | Path) -> Settings:
     except ValidationError as err:
         raise ConfigError(_describe(err, p)) from None
     except ValueError as err:  # tomllib.TOMLDecodeError and env JSON errors
-        raise ConfigError(f"cannot parse configuration {p}: {err}") from None
-
-
-def _nested(a: str, b: str) -> bool:
-    """Same table, or one table's folder inside the other's."""
-    a, b = a.rstrip("/"), b.rstrip("/")
-    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+        raise ConfigError(f"cannot parse configuration {p}: {err}. Fix the TOML (or the GOLDSTREAM_* "
+                          "environment variable) at the place shown") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read configuration file {p}: {err.strerror or err}") from None
 
 
 def with_overrides(settings: Settings, silver: str | None = None, gold_root: str | None = None) -> Settings:
     """Apply the CLI's --silver / --gold-root, which beat both the file and the environment,
     and validate the result again (e.g. a Gold root inside the Silver table)."""
     data = settings.model_dump(mode="python")
-    if silver:
+    if silver is not None:
         data["source"]["path"] = silver
-    if gold_root:
+    if gold_root is not None:
         data["sink"]["gold_root"] = gold_root
     try:
         return Settings.model_validate(data)

@@ -24,7 +24,11 @@ def parse_duration(value: Any) -> timedelta:
     if isinstance(value, timedelta):
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return timedelta(seconds=value)
+        try:
+            return timedelta(seconds=value)
+        except (OverflowError, ValueError):  # inf, nan, more than timedelta holds
+            raise ValueError(f"duration {value!r} is out of range: give a finite number of seconds "
+                             f"(at most {timedelta.max.days} days) or {_DURATION_HINT}") from None
     if not isinstance(value, str):
         raise ValueError(f"expected a duration, got {value!r}: {_DURATION_HINT}")
     text = value.strip().replace(" ", "")

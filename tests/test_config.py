@@ -50,9 +50,11 @@ CASES: dict[str, tuple[Callable[[Doc], None], list[str]]] = {
     "negative_delay": (_set(lambda d: _query(d, "country_stats"), "watermark_delay", "-2m"),
                        ["queries.0.watermark_delay: watermark_delay must not be negative, got -2m"]),
     "duplicate_query_names": (_rename_second,
-                              ["queries: the name 'country_stats' is used twice; query names must be unique"]),
-    "two_queries_one_sink": (_same_gold, ["query 'country_stats' (Gold table) and query 'country_anomalies' "
-                                          "(Gold table) write the same table /tmp/goldstream-shared-gold"]),
+                              ["queries: the name 'country_stats' is declared twice; query names must be unique"]),
+    "two_queries_one_sink": (_same_gold, ["the Gold table of query 'country_stats' (/tmp/goldstream-shared-gold) "
+                                          "and the Gold table of query 'country_anomalies' "
+                                          "(/tmp/goldstream-shared-gold) are the same table /tmp/goldstream-shared-gold",
+                                          "every table needs a location of its own"]),
     "negative_skew": (_set(lambda d: d["source"], "max_event_time_skew", "-1h"),
                       ["source.max_event_time_skew: max_event_time_skew must not be negative, got -1h"]),
 }
