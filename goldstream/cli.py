@@ -158,9 +158,10 @@ def run(
         _install_stop_handlers(pipeline.stop_event.set)
         port = settings.server.http_port if http_port is None else http_port
         if port:
-            from goldstream.server import start_http_server
+            from goldstream.server import stale_after_s, start_http_server
 
-            start_http_server(pipeline, port, settings.server.http_host)
+            start_http_server(pipeline.status, pipeline.progress.metrics.registry, stale_after_s(settings),
+                              port, settings.server.http_host)
         pipeline.start(wait_for_table=True)  # a missing Silver is waited for (replay fails instead)
         pipeline.run_forever(to_us(settings.source.poll_interval) / 1e6)
         log.info("stopped cleanly")

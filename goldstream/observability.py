@@ -32,7 +32,7 @@ disable_created_metrics()  # *_created series only clutter the scrape
 
 if TYPE_CHECKING:
     from goldstream.engine.state import StepResult
-    from goldstream.runner import QueryRun
+    from goldstream.runner.status import QueryStatus
     from goldstream.source.reader import Batch
 
 PROGRESS_LOGGER = "goldstream.progress"
@@ -163,9 +163,9 @@ class ProgressReporter:
         """Expose a query's metrics before its first batch."""
         self.metrics.ensure(name, lambda: self.max_event_us.get(name))
 
-    def report(self, run: QueryRun, batch: Batch, result: StepResult, durations: dict[str, float],
+    def report(self, query: QueryStatus, batch: Batch, result: StepResult, durations: dict[str, float],
                latest: Callable[[], int | None]) -> dict[str, Any]:
-        name = run.query.name
+        name = query.name
         batch_id = self.batch_ids.get(name, -1) + 1
         self.batch_ids[name] = batch_id
         total_ms = sum(durations.values())
@@ -175,7 +175,7 @@ class ProgressReporter:
             self.max_event_us[name] = max(self.max_event_us.get(name, result.max_event_time_us), result.max_event_time_us)
         latest_v = latest()
         record: dict[str, Any] = {
-            "id": run.query.resolved_app_id,
+            "id": query.app_id,
             "runId": self.run_id,
             "name": name,
             "timestamp": _iso(time.time()),
@@ -184,10 +184,10 @@ class ProgressReporter:
             "inputRowsPerSecond": (result.rows_in / since) if since else 0.0,
             "processedRowsPerSecond": (result.rows_in / (total_ms / 1000)) if total_ms else 0.0,
             "durationMs": {**{k: round(v, 3) for k, v in durations.items()}, "triggerExecution": round(total_ms, 3)},
-            "eventTime": {"max": _iso_us(self.max_event_us.get(name)), "watermark": _iso_us(run.engine.watermark_us)},
+            "eventTime": {"max": _iso_us(self.max_event_us.get(name)), "watermark": _iso_us(query.watermark_us)},
             "stateOperators": [{
                 "operatorName": "windowedAggregation",
-                "numRowsTotal": run.engine.state_rows,
+                "numRowsTotal": query.state_rows,
                 "numRowsDroppedByWatermark": result.rows_late,
                 "numRowsDroppedNullEventTime": result.rows_null_time,
             }],
@@ -198,7 +198,7 @@ class ProgressReporter:
                 "latestOffset": latest_v,
                 "numInputRows": result.rows_in,
             }],
-            "sink": {"description": f"DeltaSink[{run.sink.uri}]", "numOutputRows": result.closed.height},
+            "sink": {"description": f"DeltaSink[{query.gold_uri}]", "numOutputRows": result.closed.height},
         }
         self.log.info("progress", extra={"progress": record})
         record["_t"] = time.time()
@@ -207,10 +207,10 @@ class ProgressReporter:
         m, lbl = self.metrics, {"query": name}
         m.input_rows.labels(**lbl).inc(result.rows_in)
         m.late_rows.labels(**lbl).inc(result.rows_late)
-        m.watermark.labels(**lbl).set(run.engine.watermark_us / 1e6)
+        m.watermark.labels(**lbl).set(query.watermark_us / 1e6)
         if latest_v is not None:
-            m.lag_versions.labels(**lbl).set(max(0, latest_v - run.processed))
-        m.state_rows.labels(**lbl).set(run.engine.state_rows)
+            m.lag_versions.labels(**lbl).set(max(0, latest_v - query.processed))
+        m.state_rows.labels(**lbl).set(query.state_rows)
         m.batch_duration.labels(**lbl).observe(total_ms / 1000)
         for listener in self.listeners:
             listener(record, result)

@@ -16,7 +16,8 @@ from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
 from goldstream.config import Settings
-from goldstream.runner import Pipeline, fmt_us
+from goldstream.runner import Pipeline
+from goldstream.runner.status import fmt_us
 from goldstream.storage import Storage
 
 
@@ -25,30 +26,26 @@ def status(settings: Settings) -> list[dict[str, Any]]:
     pipeline = Pipeline(settings, dry_run=True)
     pipeline.start()
     latest = pipeline.source.latest_version()
-    target = max((r.processed for r in pipeline.runs), default=-1)
+    target = max((q.processed for q in pipeline.status().queries), default=-1)
     while pipeline.cursor <= target and pipeline.step(stop=target):
         pass
     out = []
     now = time.time()
-    for run in pipeline.runs:
-        dt = run.sink.dt
-        last_commit = None
-        if dt is not None and run.committed >= 0:
-            ts = dt.history(1)[0].get("timestamp")
-            last_commit = datetime.fromtimestamp(ts / 1000, timezone.utc).isoformat() if ts else None
-        max_event = run.engine.max_event_time_us
+    for q in pipeline.status(detailed=True).queries:
+        ts = q.last_gold_commit_ms
+        max_event = q.max_event_time_us
         out.append({
-            "query": run.query.name,
-            "gold": run.sink.uri,
+            "query": q.name,
+            "gold": q.gold_uri,
             "silver_latest_version": latest,
-            "processed_through_version": run.committed if run.committed >= 0 else None,
-            "lag_versions": None if latest is None else max(0, latest - run.committed),
+            "processed_through_version": q.committed if q.committed >= 0 else None,
+            "lag_versions": None if latest is None else max(0, latest - q.committed),
             "lag_seconds": None if max_event is None else round(max(0.0, now - max_event / 1e6), 3),
             "max_event_time": None if max_event is None else fmt_us(max_event),
-            "watermark": fmt_us(run.engine.watermark_us),
-            "open_windows": run.engine.open_windows(),
-            "late_rows": run.sink.committed.late_rows if run.sink.committed is not None else 0,
-            "last_gold_commit": last_commit,
+            "watermark": fmt_us(q.watermark_us),
+            "open_windows": q.open_windows,
+            "late_rows": q.late_rows,
+            "last_gold_commit": datetime.fromtimestamp(ts / 1000, timezone.utc).isoformat() if ts else None,
         })
     return out
 

@@ -5,9 +5,9 @@
 gets restarted); `/readyz` is 200 once Silver and Gold were reached and every query's
 state is rebuilt up to the Silver version its Gold records; `/metrics` is Prometheus.
 
-The server runs in its own daemon thread and only reads plain attributes of the
-pipeline, so it keeps answering while the loop is blocked — which is the point of a
-liveness probe. It never touches storage itself.
+The server runs in its own daemon thread and only reads the pipeline's status snapshot
+(which never waits) and its metrics registry, so it keeps answering while the loop is
+blocked — which is the point of a liveness probe. It never touches storage itself.
 """
 
 from __future__ import annotations
@@ -16,55 +16,50 @@ import logging
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING
+from typing import Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from goldstream.config import Settings
 from goldstream.durations import to_us
 from goldstream.errors import ConfigError
-
-if TYPE_CHECKING:
-    from goldstream.runner import Pipeline
+from goldstream.runner.status import PipelineStatus
 
 log = logging.getLogger(__name__)
 
 
-def stale_after_s(pipeline: Pipeline) -> float:
+def stale_after_s(settings: Settings) -> float:
     """Seconds without a loop iteration after which `/healthz` reports stale."""
-    settings = pipeline.settings
     return max(1.0, settings.server.health_stale_factor * to_us(settings.source.poll_interval) / 1e6)
 
 
-def readiness(pipeline: Pipeline) -> tuple[bool, str]:
+def readiness(status: PipelineStatus) -> tuple[bool, str]:
     """Ready once `start()` reached Silver and Gold and the state of every query has been
     rebuilt: until the loop has re-read Silver past the version a query's Gold records, its
     open windows are incomplete, so its lag and watermark are not yet meaningful."""
-    if not pipeline.ready:
+    if not status.ready:
         return False, "starting: opening Silver and Gold"
-    behind = [r.query.name for r in pipeline.runs if pipeline.cursor <= r.committed]
+    behind = status.rebuilding()
     if behind:
-        return False, f"rebuilding state of {', '.join(behind)} (Silver version {pipeline.cursor})"
+        return False, f"rebuilding state of {', '.join(behind)} (Silver version {status.cursor})"
     return True, "ready"
 
 
-def _handler(pipeline: Pipeline) -> type[BaseHTTPRequestHandler]:
-    stale_after = stale_after_s(pipeline)
-
+def _handler(status: Callable[[], PipelineStatus], metrics: CollectorRegistry,
+             stale_after: float) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             path = self.path.split("?", 1)[0]
             if path == "/healthz":
-                age = time.monotonic() - pipeline.last_iteration
+                age = time.monotonic() - status().last_iteration
                 ok = age <= stale_after
                 self._send(200 if ok else 503,
                            f"{'ok' if ok else 'stale'}: last iteration {age:.1f}s ago (limit {stale_after:.1f}s)\n")
             elif path == "/readyz":
-                ok, why = readiness(pipeline)
+                ok, why = readiness(status())
                 self._send(200 if ok else 503, why + "\n")
             elif path == "/metrics":
-                for q in pipeline.settings.queries:  # every query's series exists from the start
-                    pipeline.progress.track(q.name)
-                self._send(200, generate_latest(pipeline.progress.metrics.registry), CONTENT_TYPE_LATEST)
+                self._send(200, generate_latest(metrics), CONTENT_TYPE_LATEST)
             else:
                 self._send(404, "not found: try /healthz, /readyz or /metrics\n")
 
@@ -82,10 +77,13 @@ def _handler(pipeline: Pipeline) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def start_http_server(pipeline: Pipeline, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:
-    """Serve the probes and metrics from a daemon thread; returns the bound server."""
+def start_http_server(status: Callable[[], PipelineStatus], metrics: CollectorRegistry, stale_after: float,
+                      port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:
+    """Serve the probes (from `status` snapshots, `/healthz` stale after `stale_after`
+    seconds without a loop iteration) and `metrics` from a daemon thread; returns the
+    bound server."""
     try:
-        server = ThreadingHTTPServer((host, port), _handler(pipeline))
+        server = ThreadingHTTPServer((host, port), _handler(status, metrics, stale_after))
     except OSError as err:
         raise ConfigError(
             f"cannot serve health and metrics on {host}:{port}: {err.strerror or err}. Choose a free port "

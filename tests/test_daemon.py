@@ -23,8 +23,9 @@ from deltalake import DeltaTable
 
 from gold_compare import assert_gold_equal
 from goldstream.config import load_settings
-from goldstream.runner import Pipeline, fmt_us
 from goldstream.demo.synth import DEFAULT_START, synth_commit_frames
+from goldstream.runner import Pipeline
+from goldstream.runner.status import fmt_us
 from helpers import read_gold
 from reference import read_delta_commits, reference_gold, reference_gold_frame
 from stream_helpers import (

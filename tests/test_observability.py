@@ -228,12 +228,12 @@ def test_ready_only_after_state_is_rebuilt(tmp_path: Path, example_config: Path)
     first.replay(to_version=15)
 
     again = Pipeline(settings)
-    assert readiness(again) == (False, "starting: opening Silver and Gold")
+    assert readiness(again.status()) == (False, "starting: opening Silver and Gold")
     again.start()
-    ok, why = readiness(again)
+    ok, why = readiness(again.status())
     assert not ok and why.startswith("rebuilding state of"), why  # open windows are fed by versions <= 15
     steps = 0
-    while not readiness(again)[0]:
+    while not readiness(again.status())[0]:
         assert again.step(), "Silver ran out before the state was rebuilt"
         steps += 1
     assert steps >= 1 and again.cursor > 15

@@ -1,7 +1,7 @@
 """The fast paths of issue 6 keep Gold exact (DESIGN §1, §2).
 
-- One group-by over the rows serves every query of the same grain (event time, keys,
-  pane length); queries of other grains, and aggregates that share a name across
+- One group-by over the rows serves every query with the same row grouping (event time, keys,
+  pane length); queries of other row groupings, and aggregates that share a name across
   queries, must not leak into each other.
 - The reader scans all files of a batch at once and maps each row back to its commit
   through its file path: paths that need URI-decoding, several files per commit, empty
@@ -26,7 +26,7 @@ from deltalake import write_deltalake
 from gold_compare import assert_gold_equal
 from goldstream.config import QuerySpec, load_settings, with_overrides
 from goldstream.columns import VERSION
-from goldstream.engine.state import WindowedAggregation, fine_partials
+from goldstream.engine.state import WindowedAggregation, commit_partials
 from goldstream.errors import SourceError
 from goldstream.runner import Pipeline
 from goldstream.source.reader import BatchScan
@@ -68,7 +68,7 @@ def _assert_gold_is_reference(config: Path, silver: Path, gold: Path) -> None:
         assert_gold_equal(read_gold(gold / q.name), expected)
 
 
-def test_queries_of_other_grains_and_reused_aggregate_names_stay_apart(tmp_path: Path) -> None:
+def test_queries_of_other_row_groupings_and_reused_aggregate_names_stay_apart(tmp_path: Path) -> None:
     config = tmp_path / "three.toml"
     config.write_text(EXAMPLE.read_text() + THIRD_QUERY)
     silver = tmp_path / "silver"
@@ -78,19 +78,19 @@ def test_queries_of_other_grains_and_reused_aggregate_names_stay_apart(tmp_path:
     _assert_gold_is_reference(config, silver, gold)
 
 
-def test_fine_partials_share_one_group_by_per_grain() -> None:
-    """The seed queries share a grain; the third query has its own. Same answers as alone."""
+def test_commit_partials_share_one_group_by_per_row_grouping() -> None:
+    """The seed queries share a row grouping; the third query has its own. Same answers as alone."""
     text = EXAMPLE.read_text() + THIRD_QUERY
     import tomllib
 
     queries = [QuerySpec.model_validate(q) for q in tomllib.loads(text)["queries"]]
     engines = [WindowedAggregation(q) for q in queries]
-    assert engines[0].grain() == engines[1].grain() != engines[2].grain()
+    assert engines[0].row_grouping() == engines[1].row_grouping() != engines[2].row_grouping()
     rows = pl.concat([f.with_columns(pl.lit(v, pl.Int64).alias(VERSION))
                       for v, f in enumerate(synth_commit_frames(6, 300, seed=4))]).lazy()
-    together = fine_partials(engines, rows)
+    together = commit_partials(engines, rows)
     for engine, fine in zip(engines, together):
-        (alone,) = fine_partials([engine], rows)
+        (alone,) = commit_partials([engine], rows)
         keys = [c for c in alone.columns if not c.startswith(tuple(a.name for a in engine.aggs.aggregates))]
         assert fine.columns == alone.columns
         assert_frame_equal(fine.sort(keys, nulls_last=True), alone.sort(keys, nulls_last=True),

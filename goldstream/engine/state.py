@@ -1,14 +1,14 @@
 """The stateful operator: per-commit watermarks, late filtering, pane state, closing windows.
 
 Input is Silver rows tagged with their commit version (`__version`). A step has two
-halves: one pass over the rows (`fine_plan`, shared by queries of the same grain in
-`fine_partials`, streamed by Polars straight from the Parquet files) folds them into
-partial aggregates per (keys, pane, commit); everything else (`process_partials`) runs
-on those few thousand partial rows. However many commits a batch holds, the watermark
-rule is applied per commit (DESIGN §1), vectorised: each commit's "watermark before" is
-a cumulative max over per-commit maxima, and a row's fate depends only on its pane and
-its commit, which are constant within a partial row. So Gold is a pure function of
-Silver's commit history, whatever the batching.
+halves: one pass over the rows (`commit_partials_plan`, shared by queries with the same
+row grouping in `commit_partials`, streamed by Polars straight from the Parquet files)
+folds them into partial aggregates per (keys, pane, commit); everything else
+(`process_partials`) runs on those few thousand partial rows. However many commits a
+batch holds, the watermark rule is applied per commit (the query's clock,
+engine/clock.py), vectorised: a row's fate depends only on its pane and on the
+watermark before its commit, which are constant within a partial row. So Gold is a
+pure function of Silver's commit history, whatever the batching.
 
 State rows are partial aggregates keyed by (keys, pane, first window). The "first
 window" (`__kmin`) is the oldest window a row may still count in: a row of pane p
@@ -22,17 +22,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 
 import polars as pl
 
 from goldstream.columns import COMMIT_MS, MISSED_WINDOW_END, VERSION
 from goldstream.config import QuerySpec
-from goldstream.durations import to_us
 from goldstream.engine.aggregates import AggregateSet, gold_frame_schema
+from goldstream.engine.clock import COMMIT_MAX, WM_BEFORE, EventClock
 from goldstream.engine.windows import Windows
 
-_TS, _PANE, _KMIN, _K, _MINVER, _WM = "__ts", "__pane", "__kmin", "__k", "__minver", "__wm_before"
+_TS, _PANE, _KMIN, _K, _MINVER = "__ts", "__pane", "__kmin", "__k", "__minver"
 _TSMAX, _ROWS, _FUTURE = "__tsmax", "__rows", "__future"
 
 
@@ -54,24 +54,32 @@ class WindowedAggregation:
     """Event-time windowed aggregation of one query, with a watermark (Spark semantics)."""
 
     query: QuerySpec
-    watermark_us: int = 0
     keep_late_rows: bool = False
     max_event_time_skew_us: int | None = None  # opt-in: see _is_future
     input_schema: dict[str, pl.DataType] = field(default_factory=dict)
+    event_clock: InitVar[EventClock | None] = None  # None: a new query's (EventClock.build resumes one)
+    clock: EventClock = field(init=False)
     windows: Windows = field(init=False)
     aggs: AggregateSet = field(init=False)
     state: pl.DataFrame | None = field(default=None, init=False)
 
-    def __post_init__(self) -> None:
-        self.max_event_time_us: int | None = None
+    def __post_init__(self, event_clock: EventClock | None) -> None:
+        self.clock = event_clock or EventClock.build(self.query)
         self._now_ms = 0  # the skew bound's "now" for rows whose commit has no timestamp
         self._empty: pl.DataFrame | None = None
         self.windows = Windows.from_spec(self.query.window)
         self.aggs = AggregateSet.for_query(self.query)
-        self.delay_us = to_us(self.query.watermark_delay)
         self.keys = list(self.query.keys)
 
     # -- public --------------------------------------------------------------------
+
+    @property
+    def watermark_us(self) -> int:
+        return self.clock.watermark_us
+
+    @property
+    def max_event_time_us(self) -> int | None:
+        return self.clock.max_event_time_us
 
     @property
     def state_rows(self) -> int:
@@ -99,18 +107,20 @@ class WindowedAggregation:
         """Take in a batch of Silver rows (any number of whole commits, `__version`-tagged)
         and return the windows it closed, in the Gold schema."""
         lazy = rows.lazy()
-        return self.process_partials(fine_partials([self], lazy)[0], lazy)
+        return self.process_partials(commit_partials([self], lazy)[0], lazy)
 
     # -- the two halves of a step: the row pass, then everything else on partials ----------
 
-    def grain(self) -> tuple[object, ...]:
-        """Queries with the same grain share one group-by over the rows (fine_partials)."""
+    def row_grouping(self) -> tuple[object, ...]:
+        """What the group-by over the rows depends on: queries with equal row groupings
+        share one group-by (commit_partials)."""
         return (self.query.event_time, tuple(self.keys), self.windows.slide_us, self.max_event_time_skew_us)
 
-    def fine_plan(self, rows: pl.LazyFrame, partials: list[pl.Expr], unit: str = VERSION) -> pl.LazyFrame:
+    def commit_partials_plan(self, rows: pl.LazyFrame, partials: list[pl.Expr],
+                             commit_column: str = VERSION) -> pl.LazyFrame:
         """Silver rows → partials per (keys, pane, commit): the only pass over the rows.
-        `unit` tells a row's commit: the version, or any finer column (a data file)
-        that the caller maps to the version afterwards.
+        `commit_column` tells a row's commit: the version, or any finer column (a data
+        file) that the caller maps to the version afterwards.
 
         Everything a row's fate depends on (its pane, and the watermark before its
         commit) is constant within such a group, so the per-commit watermark, late
@@ -118,27 +128,40 @@ class WindowedAggregation:
         times fewer than the rows. Rows with a null event time form the null-pane groups
         (counted, then dropped); with a skew bound, far-future rows form their own groups."""
         ts = self._event_us()
-        group = [*self.keys, self.windows.pane(ts).alias(_PANE), unit]
+        group = [*self.keys, self.windows.pane(ts).alias(_PANE), commit_column]
         if self.max_event_time_skew_us is not None:
             self._now_ms = int(time.time() * 1000)  # one "now" per batch, for both passes
             group.append(self._is_future(ts, rows.collect_schema().names()).alias(_FUTURE))
         return rows.group_by(group).agg(*partials, ts.max().alias(_TSMAX), pl.len().alias(_ROWS))
 
-    def process_partials(self, fine: pl.DataFrame, rows: pl.LazyFrame | None = None) -> StepResult:
-        """Take in the fine partials of whole commits (see fine_plan) and return the windows
-        they closed. `rows` (the same commits' rows, lazily) is read again only to hand
-        dropped rows to an optional late table; None skips that (state rebuild)."""
+    def process_partials(self, partials: pl.DataFrame, rows: pl.LazyFrame | None = None) -> StepResult:
+        """Take in the commit partials of whole new commits (see commit_partials_plan) and
+        return the windows they closed. `rows` (the same commits' rows, lazily) is read
+        again only to hand dropped rows to an optional late table; None skips that."""
+        result = self._take_in(partials, rows)
+        if result.rows_in:
+            self.clock.on_rows()
+        return result
+
+    def rebuild(self, partials: pl.DataFrame) -> None:
+        """Take in the commit partials of commits Gold already records, to rebuild state
+        only. With the watermark restored from Gold, their windows were emitted before:
+        closing one here would mean Gold's offsets are inconsistent."""
+        if self._take_in(partials, None).closed.height:
+            raise AssertionError(f"rebuild of {self.query.name} emitted windows; offsets are inconsistent")
+
+    def _take_in(self, partials: pl.DataFrame, rows: pl.LazyFrame | None) -> StepResult:
         wm_start = self.watermark_us
-        rows_in = int(fine[_ROWS].sum())
-        want_rows = self.keep_late_rows and rows is not None and fine.height > 0
+        rows_in = int(partials[_ROWS].sum())
+        want_rows = self.keep_late_rows and rows is not None and partials.height > 0
         refused = 0
-        if _FUTURE in fine.columns:
-            refused = int(fine.filter(pl.col(_FUTURE))[_ROWS].sum())
+        if _FUTURE in partials.columns:
+            refused = int(partials.filter(pl.col(_FUTURE))[_ROWS].sum())
             if want_rows and refused:
-                versions = fine[VERSION]  # rows of these commits only (a rebuild split the batch)
+                versions = partials[VERSION]  # rows of these commits only (a rebuild split the batch)
                 refused_rows = self._refused_rows(rows, versions.min(), versions.max())  # type: ignore[arg-type]
-            fine = fine.filter(~pl.col(_FUTURE))
-        timed = fine.filter(pl.col(_PANE).is_not_null())
+            partials = partials.filter(~pl.col(_FUTURE))
+        timed = partials.filter(pl.col(_PANE).is_not_null())
         rows_timed = int(timed[_ROWS].sum())
         result = StepResult(closed=self.empty_output(), rows_in=rows_in, rows_late=refused,
                             rows_null_time=rows_in - refused - rows_timed, watermark_us=wm_start)
@@ -147,34 +170,24 @@ class WindowedAggregation:
         if rows_timed == 0:
             return result
 
-        # Watermark before each commit: cumulative max over per-commit maxima (ms-truncated).
-        per_commit = (
-            timed.group_by(VERSION).agg(pl.col(_TSMAX).max().alias("__max"))
-            .sort(VERSION)
-            .with_columns(
-                ((pl.col("__max") // 1000) * 1000 - self.delay_us).clip(lower_bound=wm_start)
-                .cum_max().alias("__wm_after")
-            )
-            .with_columns(pl.col("__wm_after").shift(1, fill_value=wm_start).alias(_WM))
-        )
-        result.max_event_time_us = int(per_commit["__max"].max())  # type: ignore[arg-type]
-        self.max_event_time_us = max(self.max_event_time_us or result.max_event_time_us, result.max_event_time_us)
-        wm_end = int(per_commit["__wm_after"][-1])
+        per_commit = timed.group_by(VERSION).agg(pl.col(_TSMAX).max().alias(COMMIT_MAX)).sort(VERSION)
+        result.max_event_time_us = int(per_commit[COMMIT_MAX].max())  # type: ignore[arg-type]
+        wm_before = self.clock.on_commits(per_commit)
+        wm_end = self.watermark_us
 
-        tagged = timed.join(per_commit.select(VERSION, _WM), on=VERSION, how="left").with_columns(
-            self._kmin(pl.col(_PANE), pl.col(_WM)).alias(_KMIN)
+        tagged = timed.join(wm_before, on=VERSION, how="left").with_columns(
+            self._kmin(pl.col(_PANE), pl.col(WM_BEFORE)).alias(_KMIN)
         )
         on_time = tagged.filter(pl.col(_KMIN) <= pl.col(_PANE))
         late_rows = rows_timed - int(on_time[_ROWS].sum())
         result.rows_late += late_rows
         if want_rows and late_rows:
-            late = self._late_rows(rows, per_commit.select(VERSION, _WM))  # type: ignore[arg-type]
+            late = self._late_rows(rows, wm_before)  # type: ignore[arg-type]
             result.late = late if result.late is None else pl.concat([late, result.late], how="diagonal_relaxed")
 
         group = [*self.keys, _PANE, _KMIN]
         partial = on_time.group_by(group).agg(*self.aggs.merge(), pl.col(VERSION).min().alias(_MINVER))
         self._merge_into_state(partial, group)
-        self.watermark_us = wm_end
         result.watermark_us = wm_end
         result.closed = self._close(wm_start, wm_end)
         return result
@@ -222,26 +235,23 @@ class WindowedAggregation:
             lazy = lazy.filter(~self._is_future(pl.col(_TS), rows.collect_schema().names()))
         return (
             lazy.filter(pl.col(_TS).is_not_null())
-            .with_columns(pane.alias(_PANE), self._kmin(pane, pl.col(_WM)).alias(_KMIN))
+            .with_columns(pane.alias(_PANE), self._kmin(pane, pl.col(WM_BEFORE)).alias(_KMIN))
             .filter(pl.col(_KMIN) > pl.col(_PANE))
             .with_columns(w.end(pl.col(_PANE)).alias(MISSED_WINDOW_END))
             .collect()
         )
 
-    def restore(self, watermark_us: int) -> None:
-        """Start from a committed watermark (state is then rebuilt by re-reading Silver)."""
-        self.watermark_us = watermark_us
-        if watermark_us > 0:
-            self.max_event_time_us = watermark_us + self.delay_us
-
-    def advance_watermark(self, watermark_us: int) -> pl.DataFrame:
-        """Move the watermark without new rows (idle timeout) and emit what that closes."""
-        watermark_us = (watermark_us // 1000) * 1000
-        if watermark_us <= self.watermark_us:
-            return self.empty_output()
-        closed = self._close(self.watermark_us, watermark_us)
-        self.watermark_us = watermark_us
-        return closed
+    def on_idle(self) -> pl.DataFrame | None:
+        """Let the clock's idle timeout move the watermark; the windows that closes, or None
+        if it passed no window end (then there is nothing to commit: a move within a window
+        changes no decision that must survive a crash)."""
+        before = self.watermark_us
+        if not self.clock.on_notify():
+            return None
+        w = self.windows
+        if w.last_closed_window(self.watermark_us) == w.last_closed_window(before):
+            return None
+        return self._close(before, self.watermark_us)
 
     def flush(self) -> pl.DataFrame:
         """Emit every still-open window (end of a bounded replay with --flush)."""
@@ -250,8 +260,7 @@ class WindowedAggregation:
         last_pane = int(self.state[_PANE].max())  # type: ignore[arg-type]
         wm_all = last_pane * self.windows.slide_us + self.windows.size_us
         closed = self._close(self.watermark_us, wm_all)
-        # Flushed windows are final: later rows for them are late, as after a watermark move.
-        self.watermark_us = max(self.watermark_us, wm_all)
+        self.clock.on_eof(wm_all)
         return closed
 
     # -- internals -------------------------------------------------------------------
@@ -293,26 +302,27 @@ class WindowedAggregation:
         return self._empty
 
 
-def fine_partials(engines: Sequence[WindowedAggregation], rows: pl.LazyFrame,
-                  unit: str = VERSION) -> list[pl.DataFrame]:
-    """The row pass of a batch for several queries at once: each query's fine partials
-    (WindowedAggregation.fine_plan), one frame per engine, in order, keyed by `unit`.
+def commit_partials(engines: Sequence[WindowedAggregation], rows: pl.LazyFrame,
+                    commit_column: str = VERSION) -> list[pl.DataFrame]:
+    """The row pass of a batch for several queries at once: each query's commit partials
+    (WindowedAggregation.commit_partials_plan), one frame per engine, in order, keyed by
+    `commit_column`.
 
-    Queries with the same grain (event time, keys, pane length) share one group-by that
+    Queries with the same row grouping (event time, keys, pane length) share one group-by that
     computes all their partial aggregates (the seed queries do: that is ~35% less CPU
     than one group-by each), and all plans run in one `collect_all` on Polars'
     streaming engine, so the batch's rows stream from the Parquet files into the
     group-by without ever being materialised."""
-    by_grain: dict[tuple[object, ...], list[int]] = {}
+    by_grouping: dict[tuple[object, ...], list[int]] = {}
     for i, engine in enumerate(engines):
-        by_grain.setdefault(engine.grain(), []).append(i)
+        by_grouping.setdefault(engine.row_grouping(), []).append(i)
     plans = []
-    for members in by_grain.values():
+    for members in by_grouping.values():
         partials = [e.name.prefix(f"__q{i}.") for i in members for e in engines[i].aggs.update()]
-        plans.append(engines[members[0]].fine_plan(rows, partials, unit))
+        plans.append(engines[members[0]].commit_partials_plan(rows, partials, commit_column))
     frames = pl.collect_all(plans, engine="streaming")
     out: list[pl.DataFrame] = [pl.DataFrame()] * len(engines)
-    for members, frame in zip(by_grain.values(), frames):
+    for members, frame in zip(by_grouping.values(), frames):
         common = [c for c in frame.columns if not any(c.startswith(f"__q{i}.") for i in members)]
         for i in members:
             prefix = f"__q{i}."

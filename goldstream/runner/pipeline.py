@@ -1,0 +1,147 @@
+"""One loop for the daemon and for replay: poll → read → engine → commit.
+
+The Pipeline wires the parts from the settings and runs the loops; a Stream (the source
+and one run per query) does each batch, and the Supervisor rebuilds the Stream from Gold
+whenever a transient storage failure interrupts it.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+from goldstream.config import Settings
+from goldstream.errors import SourceError
+from goldstream.observability import ProgressReporter
+from goldstream.retry import RetryPolicy
+from goldstream.runner.query_run import QueryRun
+from goldstream.runner.status import PipelineStatus
+from goldstream.runner.stream import Stream
+from goldstream.runner.supervisor import Supervisor
+from goldstream.source.reader import SilverSource
+from goldstream.storage import Storage
+
+
+class Pipeline:
+    """Silver source → one engine per query → one Gold sink per query."""
+
+    def __init__(self, settings: Settings, storage: Storage | None = None,
+                 from_version: int | None = None, dry_run: bool = False,
+                 retry: RetryPolicy | None = None) -> None:
+        self.settings = settings
+        self.storage = storage or Storage.from_env(settings.storage)
+        self.source = SilverSource(settings.source, settings.queries, self.storage)
+        self.from_version = from_version
+        self.dry_run = dry_run  # status: rebuild state, never write
+        self.progress = ProgressReporter(self.source.uri)
+        for q in settings.queries:  # every query's series exists from the start
+            self.progress.track(q.name)
+        self.stop_event = threading.Event()
+        self.supervisor = Supervisor(self._open, retry or RetryPolicy(), self.stop_event, self._where)
+        self._wait_for_table = False
+
+    @property
+    def runs(self) -> list[QueryRun]:
+        stream = self.supervisor.stream
+        return [] if stream is None else stream.runs
+
+    @property
+    def cursor(self) -> int:
+        """Next Silver version to read."""
+        stream = self.supervisor.stream
+        return 0 if stream is None else stream.cursor
+
+    def status(self, detailed: bool = False) -> PipelineStatus:
+        """A read-only snapshot, safe to take from another thread (it reads, never waits)."""
+        stream = self.supervisor.stream
+        return PipelineStatus(
+            ready=stream is not None,
+            cursor=0 if stream is None else stream.cursor,
+            last_iteration=self.supervisor.last_iteration,
+            queries=tuple(run.status(detailed) for run in ([] if stream is None else stream.runs)),
+        )
+
+    def summary(self) -> list[dict[str, Any]]:
+        return [run.summary() for run in self.runs]
+
+    # -- start ----------------------------------------------------------------------------
+
+    def start(self, wait_for_table: bool = False) -> None:
+        """Check Silver and Gold, restore each query's offsets (nothing is written here).
+        With `wait_for_table` (the daemon), a missing Silver table is waited for first.
+        Transient storage failures are retried (see Supervisor)."""
+        self._wait_for_table = wait_for_table
+        self.supervisor.reopen()
+        self.supervisor.run(lambda stream: None)
+
+    def _open(self, previous: Stream | None) -> Stream | None:
+        """(Re)build everything as a fresh process would: a new Silver source, each query's
+        offsets read from its Gold table, its state rebuilt by the steps that follow."""
+        self.source = SilverSource(self.settings.source, self.settings.queries, self.storage)
+        self.storage.check_access(self._uris())  # credentials, permissions, buckets: fail fast
+        if self._wait_for_table and not self.source.wait_until_exists(self.stop_event,
+                                                                      on_poll=self.supervisor.keep_alive):
+            return None  # stopped while waiting
+        carried = {} if previous is None else {r.query.name: r.committed_stats for r in previous.runs}
+        return Stream.open(self.settings, self.source, self.storage, self.progress,
+                           from_version=self.from_version, dry_run=self.dry_run, carried=carried)
+
+    def _uris(self) -> list[str]:
+        """Every table this pipeline reads or writes."""
+        uris = [self.source.uri]
+        for q in self.settings.queries:
+            uris += [self.settings.gold_path(q), *([q.late_sink] if q.late_sink else [])]
+        return uris
+
+    def _where(self) -> str:
+        return f"Silver {self.source.uri} / Gold {self.settings.sink.gold_root}"
+
+    # -- loops ----------------------------------------------------------------------------
+
+    def step(self, stop: int | None = None) -> bool:
+        """Process one batch (up to `stop`) of the opened pipeline; False when there was
+        nothing new. Storage failures are not retried here (replay and run_forever do)."""
+        stream = self.supervisor.stream
+        assert stream is not None, "start() first"
+        return self._step(stream, stop)
+
+    def _step(self, stream: Stream, stop: int | None = None) -> bool:
+        self.supervisor.keep_alive()
+        return stream.step(stop)
+
+    def replay(self, to_version: int | None = None, flush: bool = False,
+               on_batch: Callable[[Pipeline], None] | None = None) -> None:
+        """Process Silver up to `to_version` (default: the latest now) and return."""
+        stop = to_version if to_version is not None else self.supervisor.run(lambda s: s.source.latest_version())
+        if self.stop_event.is_set():
+            return
+        if stop is None:
+            raise SourceError(f"Silver table {self.source.uri} has no commits")
+        self.supervisor.run(lambda stream: self._replay_to(stream, stop, flush, on_batch))
+
+    def _replay_to(self, stream: Stream, stop: int, flush: bool,
+                   on_batch: Callable[[Pipeline], None] | None) -> None:
+        """replay's body; after a storage failure it runs again on the Stream rebuilt from Gold."""
+        while not self.stop_event.is_set() and self._step(stream, stop):
+            if on_batch:
+                on_batch(self)
+        if not self.stop_event.is_set():
+            for run in stream.runs:
+                run.finish(flush)
+
+    def run_forever(self, poll_interval_s: float) -> None:
+        """The daemon loop: poll, process what is new, commit, sleep; until stop_event."""
+        while not self.stop_event.is_set():
+            try:
+                did = self.supervisor.run(self._poll)
+            finally:
+                self.supervisor.keep_alive()
+            if not did:
+                self.stop_event.wait(poll_interval_s)
+
+    def _poll(self, stream: Stream) -> bool:
+        did = self._step(stream)
+        if not did:
+            for run in stream.runs:
+                run.advance_if_idle()
+        return did

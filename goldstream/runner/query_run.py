@@ -1,0 +1,168 @@
+"""One query's run: its engine, its Gold sink, where it stands in Silver, process → commit.
+
+A query resumes from its own Gold offsets: commits up to the version Gold records are
+taken in only to rebuild its state (with the restored watermark, rows of windows already
+emitted are late by construction, so nothing is emitted twice); later commits are
+processed live and committed with their closed windows and new offsets.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+import polars as pl
+
+from goldstream.columns import VERSION
+from goldstream.config import QuerySpec
+from goldstream.engine.state import WindowedAggregation
+from goldstream.observability import ProgressReporter
+from goldstream.runner.status import QueryStats, QueryStatus, fmt_us
+from goldstream.sink.definition import fingerprint
+from goldstream.sink.gold import GoldSink
+from goldstream.sink.late import LateSink
+from goldstream.sink.offsets import Offsets
+from goldstream.source.reader import Batch
+
+log = logging.getLogger(__name__)
+
+# Commit offsets without rows after this many Silver commits, so restart work stays bounded
+# even when no window closes for a long time.
+OFFSETS_EVERY_COMMITS = 100
+
+
+@dataclass
+class QueryRun:
+    query: QuerySpec
+    engine: WindowedAggregation
+    sink: GoldSink
+    progress: ProgressReporter
+    rebuild_from: int  # first Silver version feeding its state
+    committed: int  # Silver version processed through, as recorded in Gold (-1: none)
+    processed: int  # Silver version processed through in memory
+    dry_run: bool = False  # rebuild state as of what Gold records, never write
+    late_sink: LateSink | None = None
+    stats: QueryStats = field(default_factory=QueryStats)
+    committed_stats: QueryStats = field(default_factory=QueryStats)  # as of the last Gold commit
+    late_base: int = 0  # late rows counted before this process (from Gold), for the offsets
+
+    def offsets(self) -> Offsets:
+        low = self.engine.oldest_version_in_state()
+        return Offsets(
+            version=self.processed,
+            watermark_us=self.engine.clock.snapshot(),
+            low_version=self.processed + 1 if low is None else low,
+            fingerprint=fingerprint(self.query),
+            late_rows=self.late_base + self.stats.rows_late,
+        )
+
+    def process(self, batch: Batch, partials: pl.DataFrame, rows: pl.LazyFrame,
+                durations: dict[str, float], latest: Callable[[], int | None]) -> None:
+        """Take in a batch's commit partials (the part already in Gold only rebuilds
+        state), commit what closed, and report progress. `latest` is Silver's latest
+        version, for the lag in the progress record."""
+        t0 = time.perf_counter()
+        if batch.first <= self.processed:  # rebuild part: state only, never emitted twice
+            self.engine.rebuild(partials.filter(pl.col(VERSION).is_between(self.rebuild_from, self.processed)))
+            partials = partials.filter(pl.col(VERSION) > self.processed)
+        if self.dry_run:
+            return
+        live_commits = [c for c in batch.commits if c.version > self.processed]
+        if not live_commits:
+            return
+        result = self.engine.process_partials(partials, rows)
+        t_engine = time.perf_counter()
+        self.processed = batch.last
+        self.stats = replace(
+            self.stats,
+            commits_read=self.stats.commits_read + len(live_commits),
+            rows_in=self.stats.rows_in + result.rows_in,
+            rows_late=self.stats.rows_late + result.rows_late,
+            rows_null_time=self.stats.rows_null_time + result.rows_null_time,
+            skipped_change_commits=self.stats.skipped_change_commits
+            + sum(1 for v in batch.skipped_changes if v > self.committed),
+        )
+        if self.late_sink is not None:
+            self.late_sink.write(result.late, batch.last)
+        if result.closed.height or batch.last - self.committed >= OFFSETS_EVERY_COMMITS:
+            self.commit(result.closed)
+        t_commit = time.perf_counter()
+        durations = {**durations, "addBatch": (t_engine - t0) * 1000, "commitOffsets": (t_commit - t_engine) * 1000}
+        self.progress.report(self.status(), batch, result, durations, latest=latest)
+
+    def commit(self, closed: pl.DataFrame) -> None:
+        """Append `closed` to Gold with the offsets as of now, in one Delta commit."""
+        if self.dry_run:
+            return
+        offsets = self.offsets()
+        info = {
+            "goldstream.query": self.query.name,
+            "goldstream.silverVersions": f"{self.committed + 1}-{offsets.version}",
+            "goldstream.windows": str(closed.height),
+            "goldstream.fingerprint": str(offsets.fingerprint),
+        }
+        self.sink.commit(closed, offsets, info)
+        self.committed = offsets.version
+        self.stats = replace(self.stats, windows_emitted=self.stats.windows_emitted + closed.height,
+                             gold_commits=self.stats.gold_commits + 1)
+        self.committed_stats = self.stats
+        metrics = self.progress.metrics
+        metrics.windows_emitted.labels(query=self.query.name).inc(closed.height)
+        metrics.commits.labels(query=self.query.name).inc()
+
+    def finish(self, flush: bool) -> None:
+        """End of a bounded replay: with `flush`, emit every open window; in any case
+        record how far it got, so a resume starts right after."""
+        closed = self.engine.flush() if flush else self.engine.empty_output()
+        if closed.height or self.processed > self.committed:
+            self.commit(closed)
+
+    def advance_if_idle(self) -> None:
+        """The opt-in idle timeout (engine/clock.py): a watermark move that passes a window
+        end is committed, even an empty window's, as later rows are judged late against it,
+        so it must survive a crash."""
+        closed = self.engine.on_idle()
+        if closed is not None:
+            log.info("query %s idle for %.0fs: watermark advanced to %s, %d windows closed",
+                     self.query.name, self.engine.clock.idle_for_s(), fmt_us(self.engine.watermark_us),
+                     closed.height)
+            self.commit(closed)
+
+    def status(self, detailed: bool = False) -> QueryStatus:
+        """A read-only snapshot; `detailed` adds the open windows and the last Gold commit's
+        time, which cost a pass over the state and a read of Gold's log."""
+        last_commit_ms = None
+        if detailed and self.sink.dt is not None and self.committed >= 0:
+            last_commit_ms = self.sink.dt.history(1)[0].get("timestamp")
+        return QueryStatus(
+            name=self.query.name,
+            app_id=self.query.resolved_app_id,
+            gold_uri=self.sink.uri,
+            committed=self.committed,
+            processed=self.processed,
+            watermark_us=self.engine.watermark_us,
+            max_event_time_us=self.engine.max_event_time_us,
+            state_rows=self.engine.state_rows,
+            late_rows=self.late_base + self.stats.rows_late,
+            stats=self.stats,
+            open_windows=self.engine.open_windows() if detailed else None,
+            last_gold_commit_ms=last_commit_ms,
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """What `replay` prints for this query."""
+        st = self.stats
+        return {
+            "query": self.query.name,
+            "gold": self.sink.uri,
+            "commits_read": st.commits_read,
+            "rows_in": st.rows_in,
+            "rows_late": st.rows_late,
+            "rows_null_event_time": st.rows_null_time,
+            "windows_emitted": st.windows_emitted,
+            "skipped_change_commits": st.skipped_change_commits,
+            "silver_version": self.processed,
+            "watermark": fmt_us(self.engine.watermark_us),
+        }

@@ -1,0 +1,120 @@
+"""The queries of one config over one Silver table: open from Gold, then batch by batch.
+
+Silver's rows are read once per batch for all queries (again only to fill an optional
+late table); each query's run takes its share from there. A Stream is what a rebuild
+replaces: it is built only from Silver and Gold, as a fresh process would build it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from goldstream.config import QuerySpec, Settings
+from goldstream.durations import to_us
+from goldstream.engine.clock import EventClock
+from goldstream.engine.state import WindowedAggregation, commit_partials
+from goldstream.errors import SourceError
+from goldstream.observability import ProgressReporter
+from goldstream.runner.query_run import QueryRun
+from goldstream.runner.status import QueryStats, fmt_us
+from goldstream.sink.gold import GoldSink
+from goldstream.sink.late import LateSink
+from goldstream.sink.schema import gold_schema
+from goldstream.source.reader import SilverSource
+from goldstream.storage import Storage
+
+log = logging.getLogger(__name__)
+
+# Silver's latest version (lag in progress records and metrics) costs a listing of the whole
+# log, ~50 ms at 8,640 commits: refreshed at most this often, off the per-batch path.
+LATEST_REFRESH_S = 10.0
+
+
+@dataclass
+class Stream:
+    source: SilverSource
+    runs: list[QueryRun]
+    cursor: int  # next Silver version to read
+    _latest: tuple[float, int | None] = field(default=(float("-inf"), None), init=False)  # (when listed, version)
+
+    @classmethod
+    def open(cls, settings: Settings, source: SilverSource, storage: Storage, progress: ProgressReporter,
+             from_version: int | None = None, dry_run: bool = False,
+             carried: dict[str, QueryStats] | None = None) -> Stream:
+        """Open Silver and each query's Gold table; a query with Gold offsets resumes from
+        them, a new one starts at `from_version` (or the configured starting version).
+        Nothing is written in a dry run. `carried` stats continue those of a previous
+        Stream as of each query's last Gold commit (what came after is processed again)."""
+        carried = carried or {}
+        source.open()
+        assert source.plan is not None
+        runs = []
+        for q in settings.queries:
+            sink = GoldSink(settings.gold_path(q), q, gold_schema(q, source.plan), storage)
+            offsets = sink.open(create=False)
+            skew = settings.max_event_time_skew(q)
+            engine = WindowedAggregation(q, input_schema=source.plan.polars_schema(),
+                                         keep_late_rows=q.late_sink is not None,
+                                         max_event_time_skew_us=None if skew is None else to_us(skew),
+                                         event_clock=EventClock.build(q, None if offsets is None else offsets.watermark_us))
+            if offsets is not None:
+                _check_silver_reaches(source, q, offsets.version)
+                run = QueryRun(q, engine, sink, progress, offsets.low_version, offsets.version, offsets.version,
+                               dry_run=dry_run)
+                log.info("query %s resumes after Silver version %d (watermark %s, rebuilding from %d)",
+                         q.name, offsets.version, fmt_us(offsets.watermark_us), offsets.low_version)
+            else:
+                starting = from_version if from_version is not None else settings.source.starting_version
+                start = source.resolve_start(starting)  # before creating Gold: may refuse
+                if not dry_run:
+                    sink.open(create=True)
+                run = QueryRun(q, engine, sink, progress, start, start - 1, start - 1, dry_run=dry_run)
+                log.info("query %s starts at Silver version %d", q.name, start)
+            if q.late_sink and not dry_run:
+                run.late_sink = LateSink(q.late_sink, q.resolved_app_id, storage, query=q.name)
+            if q.name in carried:
+                run.stats = run.committed_stats = carried[q.name]
+            if offsets is not None:
+                run.late_base = offsets.late_rows - run.stats.rows_late
+            runs.append(run)
+        return cls(source, runs, min(r.rebuild_from for r in runs))
+
+    def step(self, stop: int | None = None) -> bool:
+        """Process one batch (up to `stop`); False when there was nothing new."""
+        t0 = time.perf_counter()
+        batch = self.source.next_batch(self.cursor, stop)
+        if batch is None:
+            return False
+        t_log = time.perf_counter()
+        # The one pass over the rows, shared by the queries: rows stream from Parquet into
+        # per-(keys, pane, commit) partials; the rest of each query's step runs on those.
+        active = [run for run in self.runs if batch.last >= run.rebuild_from]
+        scan = self.source.scan(batch)
+        partials = self.source.reading(batch, lambda: [
+            scan.resolve(f) for f in commit_partials([r.engine for r in active], scan.rows, scan.unit)])
+        t_read = time.perf_counter()
+        durations = {"latestOffset": (t_log - t0) * 1000, "getBatch": (t_read - t_log) * 1000}
+        for run, own in zip(active, partials):
+            run.process(batch, own, scan.versioned(), durations, latest=lambda: self._latest_version(batch.last))
+        self.cursor = batch.last + 1
+        return True
+
+    def _latest_version(self, read: int) -> int | None:
+        """Silver's latest version for lag metrics: a cached listing, never below `read`."""
+        listed_at, latest = self._latest
+        if time.monotonic() - listed_at >= LATEST_REFRESH_S:
+            latest = self.source.latest_version()
+            self._latest = (time.monotonic(), latest)
+        return read if latest is None else max(latest, read)
+
+
+def _check_silver_reaches(source: SilverSource, query: QuerySpec, version: int) -> None:
+    latest = source.latest_version()
+    if latest is None or latest < version:
+        raise SourceError(
+            f"Gold of query {query.name!r} records Silver version {version} as processed, but "
+            f"Silver {source.uri} only goes to version {latest}: Silver was recreated or "
+            "restored to an older version. Point the query at a new Gold path (or name) to start fresh."
+        )

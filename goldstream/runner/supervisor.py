@@ -1,0 +1,96 @@
+"""Keeping a Stream going: rebuild from Gold after a transient storage failure, liveness.
+
+Why rebuild rather than retry the failed call: a batch can fail after the engine took its
+rows in, or after one query committed and before the next did, so in-memory state may be
+ahead of Gold. Gold's `txn` offsets are the only state known to match Gold's rows;
+rebuilding from them is exactly what a restart does, so a retry can neither lose nor
+duplicate a window, and as a Gold commit is one atomic Delta commit, nothing partial is
+ever committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, TypeVar
+
+from goldstream.errors import TransientStorageError
+from goldstream.retry import RetryPolicy, storage_failure
+from goldstream.runner.stream import Stream
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+# Builds a Stream as a fresh process would (given the previous one, for its statistics);
+# None if stopped while waiting for Silver.
+OpenStream = Callable[[Stream | None], Stream | None]
+
+
+class Supervisor:
+    def __init__(self, open_stream: OpenStream, retry: RetryPolicy, stop_event: threading.Event,
+                 where: Callable[[], str]) -> None:
+        self._open_stream = open_stream
+        self.retry = retry  # the daemon passes retry.FOREVER
+        self.stop_event = stop_event
+        self._where = where  # names the tables in failure messages
+        self.stream: Stream | None = None  # None until opened, and while being rebuilt
+        self._must_open = True  # (re)build from Silver and Gold before the next action
+        self.last_iteration = time.monotonic()
+
+    def reopen(self) -> None:
+        """Build the Stream afresh before the next action."""
+        self._must_open = True
+
+    def keep_alive(self) -> None:
+        """Record a sign of life of the loop (what `/healthz` checks)."""
+        self.last_iteration = time.monotonic()
+
+    def run(self, action: Callable[[Stream], _T]) -> _T | None:
+        """Run `action` on the Stream, riding out transient storage failures (connection
+        refused or reset, timeouts, 5xx): each is logged as a WARNING naming the tables,
+        the cause and the attempt, waited out with exponential backoff and jitter, and
+        followed by a rebuild of the Stream from Gold before `action` runs again.
+
+        A permanent failure (credentials rejected, access denied, no such bucket) raises
+        StorageAccessError at once; `retry` bounds how long failures are retried (forever
+        in the daemon), then TransientStorageError. Returns None if stopped meanwhile."""
+        backoff = self.retry.backoff()
+        while True:
+            try:
+                if self._must_open:
+                    previous, self.stream = self.stream, None  # not ready while rebuilding
+                    self.stream = self._open_stream(previous)
+                    self._must_open = False
+                if self.stream is None or self.stop_event.is_set():
+                    return None  # stopped while waiting for Silver
+                return action(self.stream)
+            except Exception as err:
+                failure = storage_failure(err, self._where())
+                if failure is None:
+                    raise
+                if not isinstance(failure, TransientStorageError):
+                    raise failure from None
+                self._must_open = True
+                delay = backoff.next_delay()
+                if delay is None:
+                    raise TransientStorageError(
+                        f"{failure}; still failing after {backoff.attempt + 1} attempts over "
+                        f"{backoff.failing_for_s:.0f}s, giving up. Nothing partial was committed: run it again "
+                        "once storage answers, and every query resumes from its Gold offsets."
+                    ) from None
+                log.warning("%s (attempt %d): retrying in %.1fs, then resuming every query from its Gold "
+                            "offsets", failure, backoff.attempt, delay)
+                if self._pause(delay):
+                    return None
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait `seconds` (True if stopped meanwhile), keeping the liveness clock fresh: a
+        loop waiting out a storage outage is alive, and restarting it would not help."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.keep_alive()
+            if self.stop_event.wait(min(left, 0.5)):
+                return True
+        self.keep_alive()
+        return self.stop_event.is_set()
