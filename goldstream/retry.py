@@ -15,7 +15,7 @@ and HTTP status, then the S3 error code or status quoted in the text.
 - **transient**: no answer (connection refused or reset, timeouts, DNS) or S3 said "try
   again" (5xx, InternalError, SlowDown, RequestTimeout). goldstream waits with
   exponential backoff and jitter (`Backoff`) and rebuilds its state from Gold (see
-  `runner.Pipeline`), so a retry never commits a partial batch.
+  `runner.supervisor`), so a retry never commits a partial batch.
 - anything else (a missing key, a corrupt file, a Delta conflict) is not a storage
   failure here: the caller that knows what it was reading reports it.
 
