@@ -243,7 +243,9 @@ def write_opensky_silver(
     `max_commits` bounds the history (the full sample is ~1,080 commits at 10 s), which
     keeps demos and tests quick while still using real rows.
     """
-    from deltalake import write_deltalake  # deferred: only writers need the Rust binding
+    from deltalake import (
+        write_deltalake,  # deferred: only writers need the Rust binding
+    )
 
     if max_commits is not None and max_commits < 0:
         raise ValueError(f"max_commits must be >= 0, got {max_commits}")

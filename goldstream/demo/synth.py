@@ -455,7 +455,9 @@ def generate_silver(
     the full schema even when its frame is empty, because the frame carries the schema.
     If `out` already holds a table the commits are appended after its last version.
     """
-    from deltalake import write_deltalake  # deferred: only writers need the Rust binding
+    from deltalake import (
+        write_deltalake,  # deferred: only writers need the Rust binding
+    )
 
     rows = empty = 0
     lows: list[datetime] = []

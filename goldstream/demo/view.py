@@ -26,7 +26,7 @@ from goldstream.config import QuerySpec
 from goldstream.durations import format_duration
 
 if TYPE_CHECKING:
-    from goldstream.demo.run import DemoOptions, OpenSkyLoader, Phase
+    from goldstream.demo.feed import DemoOptions, OpenSkyLoader, Phase
     from goldstream.engine.state import StepResult
 
 REFRESH_S = 0.25  # at most 4 renders a second: the CPU is for the pipeline
