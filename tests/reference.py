@@ -1,6 +1,6 @@
 """Brute-force reference implementation ("oracle") of goldstream's Gold output.
 
-Written straight from DESIGN.md §1, deliberately naive: plain Python, one commit at a
+Written straight from Spark's windowing and watermark rules (listed below), deliberately naive: plain Python, one commit at a
 time, one row at a time, one window at a time.  It shares no code with the
 ``goldstream`` package and is only meant for small inputs (the ~115k-row conformance
 cases take a few seconds).
@@ -14,7 +14,7 @@ Conventions
 * Input event times may be ``datetime`` (naive ones are taken as UTC) or ints
   (microseconds).  Polars frames are converted with ``to_dicts()``.
 
-Semantics (DESIGN §1, Spark Structured Streaming, append mode, one Silver commit per
+Semantics (Spark Structured Streaming, append mode, one Silver commit per
 micro-batch followed by its no-data batch):
 
 * watermark starts at 0 (the epoch);

@@ -1,4 +1,4 @@
-"""Property tests: the engine equals the brute-force reference (DESIGN §1, per row, per
+"""Property tests: the engine equals the brute-force reference (Spark's rules, per row, per
 window, per commit) on generated Silver histories, whatever the batching.
 
 Histories are built to hit the edges: timestamps exactly on window boundaries, rows far

@@ -529,7 +529,8 @@ def _tiny_commits(first: int, n: int, base_us: int) -> list[pl.DataFrame]:
 
 
 def _expected_low(frames: dict[int, pl.DataFrame], query: dict[str, Any]) -> int:
-    """Lowest Silver version with a row in a window still open at the end (DESIGN §3)."""
+    """Lowest Silver version with a row in a window still open at the end: where a restart
+    re-reads Silver from."""
     size = to_us(parse_duration(query["window"]["size"]))
     slide = to_us(parse_duration(query["window"].get("slide", query["window"]["size"])))
     delay = to_us(parse_duration(query["watermark_delay"]))
@@ -588,7 +589,7 @@ def test_restart_after_1000_commits_reads_only_commits_feeding_open_windows(tmp_
 
 
 def _dropped_rows(commits: list[pl.DataFrame | None], query: dict[str, Any]) -> Counter:
-    """Rows every window of which was closed when their commit arrived (DESIGN §1), straight
+    """Rows every window of which was closed when their commit arrived, straight
     from the rule: (silver_version, event time µs, key, end of the last window missed)."""
     size = to_us(parse_duration(query["window"]["size"]))
     slide = to_us(parse_duration(query["window"].get("slide", query["window"]["size"])))

@@ -1,4 +1,4 @@
-"""The fast paths of issue 6 keep Gold exact (DESIGN §1, §2).
+"""The fast paths keep Gold exact: the same rows as the plain path, whatever the batching.
 
 - One group-by over the rows serves every query with the same row grouping (event time, keys,
   pane length); queries of other row groupings, and aggregates that share a name across

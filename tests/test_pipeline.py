@@ -1,5 +1,6 @@
 """End-to-end on real Delta tables: determinism across batching and replay splits, resume
-from Gold's txn offsets, and the Silver reading rules of DESIGN §2."""
+from Gold's txn offsets, and the Silver reading rules (appends only, dataChange,
+partition values, starting positions)."""
 
 from __future__ import annotations
 
@@ -119,7 +120,7 @@ def test_flush_emits_open_windows_and_they_stay_final(silver: Path, tmp_path: Pa
         assert_gold_equal(read_gold(gold / q.name), expected)
 
 
-# -- Silver reading rules (DESIGN §2) ------------------------------------------------------
+# -- Silver reading rules ---------------------------------------------------------------
 
 
 def _frames(n: int, rows: int = 300, seed: int = 11) -> list[pl.DataFrame]:

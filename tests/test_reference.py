@@ -2,7 +2,7 @@
 
 * against Spark: every conformance case (../shared/conformance/*/ and
   tests/conformance/*/), both seed queries of config.example.toml;
-* on small hand-made histories pinning the DESIGN §1 rules one by one;
+* on small hand-made histories pinning Spark's window and watermark rules one by one;
 * and the comparator (tests/gold_compare.py) on frames that must / must not match.
 """
 

@@ -2,7 +2,7 @@
 
 Why synthetic data at all: the real OpenSky sample (see `goldstream.demo.opensky`) is three
 calm hours over Paris. It never exercises the corners the Gold contract is about
-(DESIGN.md §1): rows that arrive minutes late, rows exactly on a window boundary, null
+(Spark's windowing and watermark rules): rows that arrive minutes late, rows exactly on a window boundary, null
 and empty-string keys, values exactly on an anomaly threshold, NaN, empty commits. This
 generator produces all of them at controlled, documented rates, at any scale, and
 *deterministically*: the same seed gives the same rows byte for byte, so a benchmark or
