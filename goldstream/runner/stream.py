@@ -53,7 +53,7 @@ class Stream:
         runs = []
         for q in settings.queries:
             sink = GoldSink(settings.gold_path(q), q, gold_schema(q, source.plan), storage)
-            offsets = sink.open(create=False)
+            offsets = sink.open(create=False, repair=not dry_run)
             skew = settings.max_event_time_skew(q)
             engine = WindowedAggregation(q, input_schema=source.plan.polars_schema(),
                                          keep_late_rows=q.late_sink is not None,

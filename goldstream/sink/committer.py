@@ -1,16 +1,26 @@
-"""Commit to a Delta table exactly once, fenced against a second writer.
+"""Commit to a Delta table exactly once, fenced against a second writer and against
+changes made behind the owner's back.
 
 delta-rs neither skips a commit whose `txn` was already committed nor checks that a
 `txn` only grows, and with commit retries it rebases a losing commit onto the winner's.
 So every commit here is made against a loaded snapshot, with no retries, after checking
 on that very snapshot that the `txn` versions the writer last saw (its fence) are still
-there: a fence moved by someone else means another instance owns the table, and the
-writer stops instead of duplicating rows. A commit that fails without the fence moving
-(an unrelated concurrent commit) is tried again after a backoff.
+there. A commit that fails without the fence moving (an unrelated concurrent commit) is
+tried again after a backoff.
 
 A failed commit may still have landed (an S3 response lost, the retried put answered
-"already exists"). Each commit carries a tag in its commitInfo, and a failure is only
-concluded after the recent history was searched for that tag.
+"already exists", or a put that lands after the client gave up). Each commit carries a
+tag in its commitInfo, and a moved fence is explained from the log, every commit since
+the snapshot the attempt was made against: our tag means it landed; a tag of an
+earlier attempt of this process whose outcome was unknown means that one landed late
+(the state is rebuilt from the table, as after any storage failure); only a commit
+tagged by no attempt of ours is another instance.
+
+The owner also audits every commit it did not write (between its last commit and now,
+at open and before each commit): one that removes data, changes the metadata or the
+protocol, or (unless allowed) appends rows, and a table deleted or replaced under it,
+stop the query: building on a table someone else changed would silently lose or
+duplicate rows.
 """
 
 from __future__ import annotations
@@ -25,40 +35,72 @@ import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
-from goldstream.errors import OwnershipLost, SinkError
+from goldstream.errors import OwnershipLost, SinkError, TransientStorageError
 from goldstream.retry import Backoff, classify
+from goldstream.sink import retention
+from goldstream.sink.history import DeltaLog, LogCommit
+from goldstream.storage import Storage
 
 log = logging.getLogger(__name__)
 
 TAG = "goldstream.commitTag"  # commitInfo key naming one commit attempt
+APP_ID = "goldstream.appId"  # commitInfo key naming the application that wrote a commit
 ATTEMPTS = 10  # commits tried while the fence holds but other commits keep winning
 RELOAD_EVERY = 100  # Delta's default checkpoint interval: a fresh load starts from a checkpoint
-_TAG_LOOKBACK = 10  # latest commits searched for a tag: ours, if it landed, is among them
 
 Fence = Mapping[str, int | None]
 """appId -> the `txn` version the table must hold for a commit to go ahead (None: no txn yet)."""
 
+# Tags of this process's commit attempts whose outcome is unknown (the write raised a
+# storage error): such a commit may land after the process rebuilt its sinks, and is
+# then this process's own commit, not another instance's.
+_UNCERTAIN: set[str] = set()
+
 
 class FenceMoved(OwnershipLost):
-    """The table's `txn`s are not the ones this writer last saw: someone else wrote them."""
+    """The table's `txn`s are not the ones this writer last saw: someone else wrote them
+    (`by` is that commit)."""
 
-    def __init__(self, what: str, found: dict[str, int | None]) -> None:
-        super().__init__(f"another instance wrote {what} ({found}); stopping without writing")
+    def __init__(self, what: str, found: dict[str, int | None], by: LogCommit) -> None:
+        super().__init__(f"another instance wrote {what} at version {by.version} ({found}); stopping without writing")
         self.found = found
+        self.by = by
+
+
+class Tampered(SinkError):
+    """Another writer changed a table goldstream owns in a way it cannot build on."""
+
+
+class LandedLate(TransientStorageError):
+    """An earlier commit of this process whose outcome was unknown is in the table after
+    all: the state must be rebuilt from the table, as after any storage failure."""
 
 
 class Committer:
-    """The fenced commits of one Delta table. `what` names the table in messages
-    ("Gold table s3://...") and `owner` who writes it ("query 'x'")."""
+    """The fenced, audited commits of one Delta table. `what` names the table in messages
+    ("Gold table s3://..."), `owner` who writes it ("query 'x'"), `app_id` the application
+    whose commits are its own (with `own_txns`, the `txn` ids its commits write);
+    `foreign_appends` is None when appends by other writers are refused, else the log
+    line that accepts them."""
 
-    def __init__(self, uri: str, options: dict[str, str], what: str, owner: str, merge_schema: bool = False) -> None:
+    def __init__(self, uri: str, storage: Storage, what: str, owner: str, app_id: str, own_txns: Iterable[str],
+                 merge_schema: bool = False, foreign_appends: str | None = None, remedy: str = "") -> None:
         self.uri = uri
-        self.options = options
+        self.options = storage.delta_options(uri)
         self.what = what
         self.owner = owner
+        self.app_id = app_id
+        self.own_txns = frozenset(own_txns)
         self.merge_schema = merge_schema  # let an append add columns (the late table follows Silver's)
+        self.foreign_appends = foreign_appends
+        self.remedy = remedy  # what to do when someone else removed or rewrote rows
+        self.log = DeltaLog(uri, storage)
         self.dt: DeltaTable | None = None
         self.loaded_version = -1  # version of the last full load (see refresh)
+        self._table_id: str | None = None
+        self._anchor: tuple[int, str] | None = None  # (version, identity) of the last commit audited
+
+    # -- loading --------------------------------------------------------------------------
 
     def load(self) -> DeltaTable | None:
         """A fresh snapshot of the table, or None if it does not exist yet."""
@@ -68,10 +110,12 @@ class Committer:
             self.dt = None
             return None
         self.loaded_version = self.dt.version()
+        self._table_id = self._table_id or self.dt.metadata().id
         return self.dt
 
     def create(self, schema: pa.Schema, name: str | None = None, description: str | None = None) -> DeltaTable:
-        """Create the table empty, or load the one a concurrent creator made first."""
+        """Create the table empty, or load the one a concurrent creator made first. No table
+        property is set: in particular none that would expire the `txn` offsets."""
         try:
             # No commit retries: with them, delta-rs rebases a losing concurrent create into
             # version 1 (a second CREATE TABLE, possibly of another definition) instead of failing.
@@ -88,56 +132,209 @@ class Committer:
                             "Check its path and the storage credentials.")
         return dt
 
-    def refresh(self) -> None:
-        """Bring the snapshot to the latest version. An incrementally updated snapshot keeps
-        every commit since it was loaded (a commit got ~6x slower after 1,000 of them), so
-        every RELOAD_EVERY versions it is loaded afresh, from the latest checkpoint."""
+    def refresh(self) -> int:
+        """Bring the snapshot to the latest version, audit what others committed since the
+        last audit, and return the version. An incrementally updated snapshot keeps every
+        commit since it was loaded (a commit got ~6x slower after 1,000 of them), so every
+        RELOAD_EVERY versions it is loaded afresh, from the latest checkpoint."""
         if self.dt is None or self.dt.version() - self.loaded_version >= RELOAD_EVERY:
             self.load()
         else:
-            self.dt.update_incremental()
+            try:
+                self.dt.update_incremental()
+            except Exception as err:  # noqa: BLE001 - e.g. a log now older than the snapshot
+                if classify(err) is not None:
+                    raise
+                self.load()
+        self._check_anchor()
+        assert self.dt is not None
+        self.audit(self._anchor[0] if self._anchor else self.dt.version(), self.dt.version())
+        return self.dt.version()
+
+    # -- ownership ------------------------------------------------------------------------
+
+    def is_own(self, c: LogCommit) -> bool:
+        """Written by this application (any instance of it): its `txn`s or its commitInfo."""
+        return bool(self.own_txns & c.txns.keys()) or c.info.get(APP_ID) == self.app_id
+
+    def start_audit(self, resume: bool) -> None:
+        """At open: with `resume`, audit every commit after this application's last one
+        (read back from the latest until one of ours, or until log cleanup removed the
+        rest); then watch from the current version."""
+        assert self.dt is not None
+        latest = self.dt.version()
+        if resume:
+            foreign: list[LogCommit] = []
+            for v in range(latest, -1, -1):
+                c = self.log.commit(v)
+                if c is None or self.is_own(c):
+                    break
+                foreign.append(c)
+            self._audit(reversed(foreign))
+        self._anchor = None
+        self._set_anchor(latest)
+
+    def audit(self, after: int, through: int) -> None:
+        """Check the commits in (after, through]; the last one becomes the anchor."""
+        if through > after:
+            self._audit(self.log.commits(after, through))
+            self._set_anchor(through)
+
+    def _audit(self, commits: Iterable[LogCommit]) -> None:
+        for c in commits:
+            if self.is_own(c):
+                continue
+            found = []
+            if c.removed:
+                found.append(f"removed {c.removed} data file(s) with their rows")
+            if c.metadata:
+                found.append("changed the table's metadata (schema, description or properties)")
+            if c.protocol:
+                found.append("changed the table's protocol")
+            if found:
+                raise Tampered(
+                    f"{self.what} was changed by another writer at version {c.version} ({c.operation}): it "
+                    f"{' and '.join(found)}. {self.owner} owns this table and stops rather than build on rows "
+                    f"it did not write or that are gone. {self.remedy}".rstrip())
+            if c.added and self.foreign_appends is None:
+                raise Tampered(
+                    f"{self.what} has rows appended by another writer at version {c.version} ({c.operation}, "
+                    f"{c.added} file(s), application {c.info.get(APP_ID) or 'unknown'}). {self.owner} owns this "
+                    f"table and stops rather than mix its rows with someone else's. {self.remedy}".rstrip())
+            if c.added:
+                log.info("%s: version %d (%s) appended by another writer; %s", self.what, c.version, c.operation,
+                         self.foreign_appends)
+
+    def _set_anchor(self, version: int, identity: str | None = None) -> None:
+        if identity is None:
+            c = self.log.commit(version)
+            identity = "" if c is None else _identity(c)
+        self._anchor = (version, identity)
+
+    def _check_anchor(self) -> None:
+        """The last commit audited must still be there, the same: else the table was deleted
+        or replaced (a new table at the same path) under the owner."""
+        if self._anchor is None:
+            return
+        version, identity = self._anchor
+        c = self.log.commit(version)
+        if c is not None and (not identity or _identity(c) == identity):
+            return
+        dt = self.load()
+        if dt is None:
+            raise Tampered(f"{self.what} was deleted while {self.owner} was writing it (its commit {version} is "
+                           f"gone). {self.remedy}".rstrip())
+        if dt.metadata().id != self._table_id or dt.version() < version or c is not None:
+            raise Tampered(f"{self.what} was replaced by another table while {self.owner} was writing it (now at "
+                           f"version {dt.version()}, table id {dt.metadata().id}; {self.owner} wrote version "
+                           f"{version} of table id {self._table_id}). {self.remedy}".rstrip())
+        self._anchor = (version, "")  # removed by log cleanup: the table itself is the same
+
+    def keep_offsets(self, repair: bool) -> str | None:
+        """Make sure the table's `txn` offsets cannot expire (see `retention`): raise a
+        retention that could expire them (unless `repair` is False: then only say so).
+        Returns the retention found if it could expire them."""
+        assert self.dt is not None
+        value = retention.expiring(self.dt.metadata().configuration)
+        if value is None:
+            return None
+        if not repair:
+            log.warning("%s sets %s = %r: offsets older than that are hidden; the next run repairs it",
+                        self.what, retention.PROPERTY, value)
+            return value
+        self.dt.alter.set_table_properties({retention.PROPERTY: retention.NEVER}, commit_properties=self._housekeeping())
+        log.warning("%s set %s = %r, which hides the offsets of %s after that long without a commit: set it to %r "
+                    "so that they never expire", self.what, retention.PROPERTY, value, self.owner, retention.NEVER)
+        self.load()
+        return value
+
+    def set_description(self, description: str) -> None:
+        assert self.dt is not None
+        self.dt.alter.set_table_description(description, commit_properties=self._housekeeping())
+        self.load()
+
+    def _housekeeping(self) -> CommitProperties:
+        """Properties of a commit that changes the table but not its rows (own, tagged)."""
+        return CommitProperties(custom_metadata={APP_ID: self.app_id, TAG: uuid.uuid4().hex}, max_commit_retries=0)
+
+    # -- committing -----------------------------------------------------------------------
 
     def txns(self, app_ids: Iterable[str]) -> dict[str, int | None]:
         """The `txn` versions of the current snapshot (None: none, or no table)."""
         dt = self.dt
         return {a: None if dt is None else _int_or_none(dt.transaction_version(a)) for a in app_ids}
 
-    def landed(self, tag: str) -> bool:
-        """Whether one of the latest commits is the one tagged `tag` (another instance
-        committing the very same `txn`s is not us: it owns the table)."""
-        return self.dt is not None and any(h.get(TAG) == tag for h in self.dt.history(_TAG_LOOKBACK))
+    def landed(self, tag: str, since: int) -> LogCommit | None:
+        """The commit tagged `tag` among all versions after `since` (None: not there)."""
+        assert self.dt is not None
+        return next((c for c in self.log.commits(since, self.dt.version()) if c.info.get(TAG) == tag), None)
 
     def commit(self, data: pa.Table, txns: list[Transaction], metadata: Mapping[str, str],
                expected_fence: Fence) -> None:
         """Append `data` with `txns` in one commit, made only on a snapshot that holds
-        `expected_fence`; raise FenceMoved if it does not, OwnershipLost if other commits
-        keep winning."""
+        `expected_fence`; raise FenceMoved if another writer moved it, OwnershipLost if
+        other commits keep winning, Tampered if the table was changed behind our back."""
         tag = uuid.uuid4().hex
-        props = CommitProperties(custom_metadata={**metadata, TAG: tag}, max_commit_retries=0, app_transactions=txns)
+        props = CommitProperties(custom_metadata={**metadata, APP_ID: self.app_id, TAG: tag}, max_commit_retries=0,
+                                 app_transactions=txns)
         ours = {t.app_id: t.version for t in txns}
         backoff = Backoff(initial_s=0.05, max_s=1.0)
+        # the fence was last verified here: whatever moved it since is in the commits after it
+        base = self._anchor[0] if self._anchor is not None else -1
         for attempt in range(ATTEMPTS):
             if attempt:
                 time.sleep(backoff.next_delay() or 0.0)
-            self.refresh()
+            version = self.refresh()
             found = self.txns([*expected_fence, *ours])
-            if attempt and all(found[a] == v for a, v in ours.items()) and self.landed(tag):
-                log.info("%s commit reported a failure but is in the log; continuing", self.what)
-                return
             if any(found[a] != v for a, v in expected_fence.items()):
-                raise FenceMoved(self.what, found)
+                self._explain_moved_fence(tag, base, expected_fence, ours, found)
+                return  # it was ours
             try:
                 self._append(data, props)
             except CommitFailedError as err:
                 log.info("%s commit conflicted (%s); re-checking the fence", self.what, err)
                 continue
+            except Exception as err:
+                _UNCERTAIN.add(tag)  # it may still land: then it is ours (see _explain_moved_fence)
+                if classify(err) is None:
+                    self._check_anchor()  # a table deleted or replaced since the refresh
+                raise
+            self._set_anchor(version + 1, tag)
             return
         raise OwnershipLost(f"{self.what} keeps changing under {self.owner}; stopping")
+
+    def _explain_moved_fence(self, tag: str, base: int, expected: Fence, ours: Mapping[str, int],
+                             found: dict[str, int | None]) -> None:
+        """The fence is not what this writer expects: find out from the log who moved it.
+        Returns if it is this very commit, landed although its attempt reported a failure."""
+        assert self.dt is not None
+        mine = self.landed(tag, base)
+        movers = [c for c in self.log.commits(base, self.dt.version()) if expected.keys() & c.txns.keys()]
+        last = movers[-1] if movers else None
+        if mine is not None and mine == last and all(found[a] == v for a, v in ours.items()):
+            log.info("%s commit reported a failure but is in the log (version %d); continuing", self.what, mine.version)
+            self._set_anchor(mine.version, tag)
+            return
+        if last is not None and last.info.get(TAG) in _UNCERTAIN:
+            raise LandedLate(f"an earlier commit of {self.owner} to {self.what} whose outcome was unknown landed "
+                             f"after all (version {last.version}); resuming from what the table records")
+        if last is not None:
+            raise FenceMoved(self.what, found, last)
+        expiry = self.dt.metadata().configuration.get(retention.PROPERTY)
+        why = f"they expired ({retention.PROPERTY} = {expiry!r})" if expiry else "the log was rewritten"
+        raise SinkError(
+            f"the offsets of {self.owner} in {self.what} changed from {dict(expected)} to {found} although no commit "
+            f"since version {base} wrote them: {why}. Restart the query: it keeps offsets from expiring and resumes "
+            "from them if they are still in the log.")
 
     def _append(self, data: pa.Table, props: CommitProperties) -> None:
         assert self.dt is not None, "load() or create() first"
         write_deltalake(self.dt, data, mode="append", commit_properties=props,
                         schema_mode="merge" if self.merge_schema else None)
+
+
+def _identity(c: LogCommit) -> str:
+    return str(c.info.get(TAG) or c.digest)
 
 
 def _int_or_none(v: Any) -> int | None:

@@ -4,7 +4,8 @@ Each commit carries the rows and the `txn` offsets together (one atomic Delta co
 fenced by the offsets this instance last saw (see `Committer`): offsets written by
 anyone else mean another instance owns the query, and this one stops without writing.
 A table is accepted only if it was created for this very query definition and holds
-its columns.
+its columns, and a table holding this query's commits but no offsets is never started
+again from scratch (that would write its windows twice).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from deltalake import DeltaTable
 
 from goldstream.config import QuerySpec
 from goldstream.errors import OwnershipLost, SinkError
-from goldstream.sink.committer import Committer, FenceMoved
+from goldstream.sink.committer import APP_ID, Committer, FenceMoved
 from goldstream.sink.definition import changes, definition, description, fingerprint, recorded_definition
 from goldstream.sink.offsets import Offsets
 from goldstream.storage import Storage
@@ -32,8 +33,13 @@ class GoldSink:
         self.query = query
         self.app_id = query.resolved_app_id
         self.schema = schema
-        self.committer = Committer(self.uri, storage.delta_options(self.uri), f"Gold table {self.uri}",
-                                   f"query {query.name!r}")
+        self.committer = Committer(
+            self.uri, storage, f"Gold table {self.uri}", f"query {query.name!r}", self.app_id,
+            Offsets.txn_ids(self.app_id),
+            foreign_appends="accepted (allow_foreign_gold = true)" if query.allow_foreign_gold else None,
+            remedy="If that was a mistake, restore the table to the version before it (Delta RESTORE) and restart; "
+                   "to start afresh, use a new gold_path (or query name). Appends by another writer sharing the "
+                   f"table on purpose are accepted with allow_foreign_gold = true on query {query.name!r}.")
         self.committed: Offsets | None = None
         self._fence: dict[str, int | None] = {}  # the offset txns as last seen or written
 
@@ -43,31 +49,57 @@ class GoldSink:
 
     # -- start ----------------------------------------------------------------------------
 
-    def open(self, create: bool = True) -> Offsets | None:
-        """Load (or create) the table, check it belongs to this query; return its offsets."""
+    def open(self, create: bool = True, repair: bool = True) -> Offsets | None:
+        """Load (or create) the table, check it belongs to this query; return its offsets.
+        `repair` (False: read-only, for status) lets a retention that could expire the
+        offsets be raised."""
         dt = self.committer.load()
+        expiring = None
         if dt is None:
             if not create:
                 return None
             dt = self.committer.create(self.schema, name=self.query.name, description=description(self.query))
-        self._check_table(dt)
+        else:
+            self._check_table(dt)
+            expiring = self.committer.keep_offsets(repair)
+            dt = self.committer.dt
+            assert dt is not None
         self.committed = Offsets.from_table(dt, self.app_id)
         self._fence = self.committer.txns(Offsets.txn_ids(self.app_id))
-        if self.committed is None and dt.version() > 0 and not self.query.allow_foreign_gold:
-            self._refuse_foreign(dt)
+        if self.committed is None and dt.version() > 0:
+            self._refuse_lost_offsets(dt, expiring)
+            if not self.query.allow_foreign_gold:
+                self._refuse_foreign(dt)
         if self.committed is not None and self.committed.fingerprint not in (0, fingerprint(self.query)):
             raise SinkError(
                 f"Gold table {self.uri} was written by a different definition of query "
                 f"{self.query.name!r} (fingerprint {self.committed.fingerprint} vs "
                 f"{fingerprint(self.query)}). Use a new Gold path or query name to start fresh."
             )
+        self.committer.start_audit(resume=self.committed is not None)
         return self.committed
+
+    def _refuse_lost_offsets(self, dt: DeltaTable, expiring: str | None) -> None:
+        """This query's own commits are in the table but its offsets are not: starting from
+        scratch would write its windows twice, whatever allow_foreign_gold says."""
+        own = [h for h in dt.history() if _writer(h) == self.app_id]
+        if not own:
+            return
+        why = (f"the table set delta.setTransactionRetentionDuration = {expiring!r}, which expired them "
+               "(now raised so that offsets never expire again)" if expiring else
+               "they expired or the log was rewritten")
+        raise SinkError(
+            f"Gold table {self.uri} (version {dt.version()}) holds {len(own)} commit(s) of query {self.query.name!r} "
+            f"(application id {self.app_id!r}, the latest at version {own[0].get('version')}) but no offsets for it: "
+            f"{why}. Starting it again from the beginning of Silver would write its windows twice, so goldstream "
+            "will not, even with allow_foreign_gold. To go on, restore the table to a version that still has the "
+            "offsets (Delta RESTORE) and restart; to start afresh, use a new gold_path (or delete this table)."
+        )
 
     def _refuse_foreign(self, dt: DeltaTable) -> None:
         """Commits exist but none under our app id: another stream wrote this table, and
         starting ours from scratch would duplicate or interleave its windows."""
-        writers = sorted({str(h.get("goldstream.appId") or f"goldstream-{h['goldstream.query']}")
-                          for h in dt.history(20) if h.get("goldstream.appId") or h.get("goldstream.query")})
+        writers = sorted({w for h in dt.history(20) if (w := _writer(h)) is not None})
         who = f"application id {', '.join(writers)}" if writers else "another writer"
         raise SinkError(
             f"Gold table {self.uri} (version {dt.version()}) was written by {who}, not by query "
@@ -115,16 +147,26 @@ class GoldSink:
             data = data.cast(self.schema)
         txns = offsets.to_txns(self.app_id, int(time.time() * 1000))
         try:
-            self.committer.commit(data, txns, {**info, "goldstream.appId": self.app_id}, self._fence)
+            self.committer.commit(data, txns, info, self._fence)
         except FenceMoved as moved:
             raise OwnershipLost(
                 f"another instance owns query {self.query.name!r}: Gold table {self.uri} records "
-                f"{_position(moved.found[self.app_id])}, but this instance last recorded "
+                f"{_position(moved.found[self.app_id])} (version {moved.by.version}, not written by this instance), "
+                "but this instance last recorded "
                 f"{_position(self._fence[self.app_id])}. Stopping without writing (no duplicate rows). "
                 "Run one instance per query; restarting this one resumes from what Gold records."
             ) from None
         self.committed = offsets
         self._fence = {t.app_id: t.version for t in txns}
+
+
+def _writer(commit_info: dict[str, Any]) -> str | None:
+    """The application id a goldstream commit was written under (older commits name only
+    their query, whose default application id they used)."""
+    if commit_info.get(APP_ID):
+        return str(commit_info[APP_ID])
+    query = commit_info.get("goldstream.query")
+    return None if query is None else f"goldstream-{query}"
 
 
 def _position(version: int | None) -> str:
