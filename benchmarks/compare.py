@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.inputs import SilverSpec, ensure_silver  # noqa: E402
-from benchmarks.measure import Measured, check, child_env, goldstream_argv, run  # noqa: E402
+from benchmarks.measure import Measured, check, run  # noqa: E402
+from testsupport.process import cli_env, goldstream_argv  # noqa: E402
 
 
 def checkout(rev: str, workdir: Path) -> Path:
@@ -40,7 +41,7 @@ def checkout(rev: str, workdir: Path) -> Path:
 def replay(tree: Path, silver: Path, gold: Path) -> tuple[Measured, dict[str, int]]:
     shutil.rmtree(gold, ignore_errors=True)
     m = check(run(goldstream_argv("replay", "--config", str(tree / "config.example.toml"), "--silver", str(silver),
-                                  "--gold-root", str(gold), "--json"), env=child_env({"PYTHONPATH": str(tree)})),
+                                  "--gold-root", str(gold), "--json"), env=cli_env(PYTHONPATH=str(tree))),
               f"replay at {tree.name}")
     summary = json.loads(m.stdout_tail[-1])["summary"]
     return m, {s["query"]: s["windows_emitted"] for s in summary}

@@ -6,28 +6,25 @@ parameters match (a `inputs.json` marker next to them).
 - The 24-hour history keeps the OpenSky commit cadence (one commit per 10 s of event
   time: 8,640 commits) but not its row rate (see `HISTORY_ROWS_PER_COMMIT`). One
   `write_deltalake` per commit costs ~65 ms on two busy cores, so 8,640 commits would
-  take 10+ minutes; instead the first commit is written by `generate_silver` (so the
-  protocol and schema are delta-rs's own) and the rest are appended by writing each
-  commit's Parquet file (Polars) and its `_delta_log` JSON (add + commitInfo, the same
-  actions delta-rs writes for an append) directly, with a checkpoint every 100 commits
-  as delta-rs's own writer makes. The rows are `synth_commit_frames`' — identical,
-  commit for commit, to what `generate_silver` would write. The result is checked by
-  opening it with deltalake.
+  take 10+ minutes; instead it is written by `testsupport.silver.FastSilver`: the first
+  commit through delta-rs (so the protocol and schema are delta-rs's own), the rest by
+  writing each commit's Parquet file (Polars) and its `_delta_log` JSON (add +
+  commitInfo, the same actions delta-rs writes for an append) directly, with a
+  checkpoint every 100 commits as delta-rs's own writer makes. The rows are
+  `synth_commit_frames`' — identical, commit for commit, to what `generate_silver` would
+  write. The result is checked by opening it with deltalake.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import polars as pl
-
 from goldstream.demo.synth import generate_silver, synth_commit_frames
+from testsupport.silver import FastSilver
 
 COMMIT_INTERVAL_S = 10.0  # event time per commit: OpenSky's ~10 s ingestion cadence
 HISTORY_COMMITS = 24 * 3600 // 10  # 8,640: 24 h at one commit per 10 s
@@ -45,7 +42,7 @@ class SilverSpec:
     rows_per_commit: int
     seed: int
     commit_interval_s: float = COMMIT_INTERVAL_S
-    writer: str = "generate_silver"  # or "bulk" (first commit by generate_silver, then raw log)
+    writer: str = "generate_silver"  # or "bulk": testsupport.silver.FastSilver (see module doc)
     checkpoint_every: int = 0  # bulk writer: a checkpoint every N commits (0: as generate_silver leaves it)
 
     @property
@@ -87,38 +84,14 @@ def ensure_silver(workdir: Path, spec: SilverSpec, fresh: bool = False) -> Silve
 
 def _bulk_write(path: Path, spec: SilverSpec) -> int:
     """Commit 0 through delta-rs, commits 1.. as raw Parquet + log JSON (see module doc)."""
-    from deltalake import DeltaTable
-
-    generate_silver(str(path), 1, spec.rows_per_commit, spec.seed, commit_interval_s=spec.commit_interval_s)
-    table: DeltaTable | None = None
-    rows = 0
-    log_dir = path / "_delta_log"
     frames = synth_commit_frames(spec.commits, spec.rows_per_commit, spec.seed,
                                  commit_interval_s=spec.commit_interval_s)
-    for version, frame in enumerate(frames):
+    first = next(frames)
+    table = FastSilver(path, first, checkpoint_every=spec.checkpoint_every)
+    rows = first.height
+    for frame in frames:
+        table.append(frame)
         rows += frame.height
-        if version == 0:
-            continue  # written by generate_silver above
-        actions = []
-        now_ms = int(time.time() * 1000)
-        if frame.height:
-            name = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
-            frame.write_parquet(path / name, compression="snappy", statistics=False)
-            actions.append({"add": {
-                "path": name, "partitionValues": {}, "size": (path / name).stat().st_size,
-                "modificationTime": now_ms, "dataChange": True,
-                "stats": json.dumps({"numRecords": frame.height}),
-            }})
-        actions.append({"commitInfo": {"timestamp": now_ms, "operation": "WRITE",
-                                       "operationParameters": {"mode": "Append"}, "clientVersion": "goldstream-bench"}})
-        tmp = log_dir / f".{version:020d}.json.tmp"
-        tmp.write_text("".join(json.dumps(a) + "\n" for a in actions))
-        os.link(tmp, log_dir / f"{version:020d}.json")  # fails if the version exists: like put-if-absent
-        tmp.unlink()
-        if spec.checkpoint_every and (version + 1) % spec.checkpoint_every == 0:  # as delta-rs does
-            table = table or DeltaTable(str(path))
-            table.update_incremental()
-            table.create_checkpoint()
     return rows
 
 
@@ -130,12 +103,3 @@ def _check_table(path: Path, commits: int) -> int:
     if version != commits - 1:
         raise RuntimeError(f"generated Silver {path} ends at version {version}, expected {commits - 1}")
     return version + 1
-
-
-def write_commit(path: Path, frame: pl.DataFrame) -> float:
-    """Append one commit through delta-rs (the live test's writer); return the wall time
-    (time.time()) at which the commit became visible."""
-    from deltalake import write_deltalake
-
-    write_deltalake(str(path), frame.to_arrow(), mode="append")
-    return time.time()

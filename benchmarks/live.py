@@ -18,16 +18,17 @@ import statistics
 import subprocess
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from benchmarks.inputs import write_commit
-from benchmarks.measure import ROOT, child_env, goldstream_argv
+from goldstream.config import load_settings
 from goldstream.demo.synth import synth_commit_frames
-
-QUERIES = {"country_stats": 2 * 60_000_000, "country_anomalies": 6 * 60_000_000}  # name -> watermark delay (µs)
+from testsupport import ROOT
+from testsupport.process import cli_env, end_offset, goldstream_argv, progress_record
+from testsupport.silver import DeltaAppender
 
 
 def live_latency(workdir: Path, seconds: int, rows_per_commit: int, poll_s: float, config: Path,
@@ -35,9 +36,11 @@ def live_latency(workdir: Path, seconds: int, rows_per_commit: int, poll_s: floa
     silver, gold = workdir / "live_silver", workdir / "live_gold"
     shutil.rmtree(silver, ignore_errors=True)
     shutil.rmtree(gold, ignore_errors=True)
+    delays = _watermark_delays_us(config)
     frames = list(synth_commit_frames(seconds + 1, rows_per_commit, seed, commit_interval_s=10.0))
-    write_commit(silver, frames[0])
-    env = child_env({"GOLDSTREAM_SOURCE__POLL_INTERVAL": f"{int(poll_s * 1000)}ms"})
+    writer = DeltaAppender(silver)
+    writer.append(frames[0])
+    env = cli_env(GOLDSTREAM_SOURCE__POLL_INTERVAL=f"{int(poll_s * 1000)}ms")
     daemon = subprocess.Popen(
         goldstream_argv("run", "--config", str(config), "--silver", str(silver), "--gold-root", str(gold),
                         "--http-port", "0"),
@@ -50,10 +53,10 @@ def live_latency(workdir: Path, seconds: int, rows_per_commit: int, poll_s: floa
         for line in daemon.stdout:  # type: ignore[union-attr]
             lines.append(line)
             del lines[:-20]
-            progress = _progress(line)
+            progress = progress_record(line)
             if progress:
-                reached[progress["name"]] = int(progress["sources"][0]["endOffset"])
-                if len(reached) == len(QUERIES):
+                reached[progress["name"]] = end_offset(progress)
+                if len(reached) == len(delays):
                     ready.set()
 
     reader = threading.Thread(target=follow, daemon=True)
@@ -64,7 +67,7 @@ def live_latency(workdir: Path, seconds: int, rows_per_commit: int, poll_s: floa
         start = time.time() + 0.5
         for i in range(1, seconds + 1):
             time.sleep(max(0.0, start + i - time.time()))
-            write_commit(silver, frames[i])
+            writer.append(frames[i])
         deadline = time.time() + 60
         while min(reached.values()) < seconds and time.time() < deadline and daemon.poll() is None:
             time.sleep(0.1)
@@ -79,17 +82,12 @@ def live_latency(workdir: Path, seconds: int, rows_per_commit: int, poll_s: floa
         reader.join(timeout=5)
     if not caught_up or code != 0:
         raise RuntimeError(f"goldstream run exited {code}, caught up: {caught_up}:\n" + "".join(lines))
-    return _latencies(silver, gold, frames, seconds, poll_s)
+    return _latencies(silver, gold, frames, seconds, poll_s, delays)
 
 
-def _progress(line: str) -> dict[str, Any] | None:
-    if '"progress"' not in line:
-        return None
-    try:
-        record = json.loads(line).get("progress")
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) and record.get("sources") else None
+def _watermark_delays_us(config: Path) -> dict[str, int]:
+    """Watermark delay of each query of the config, in µs (name -> delay)."""
+    return {q.name: q.watermark_delay // timedelta(microseconds=1) for q in load_settings(config).queries}
 
 
 def _visible_at(table: Path, version: int) -> float:
@@ -97,11 +95,11 @@ def _visible_at(table: Path, version: int) -> float:
 
 
 def _latencies(silver: Path, gold_root: Path, frames: list[pl.DataFrame], seconds: int,
-               poll_s: float) -> dict[str, Any]:
+               poll_s: float, delays: dict[str, int]) -> dict[str, Any]:
     silver_at = {v: _visible_at(silver, v) for v in range(seconds + 1)}
     max_event = [f["event_timestamp"].dt.epoch("us").max() if f.height else None for f in frames]
     samples: dict[str, list[float]] = {}
-    for name, delay in QUERIES.items():
+    for name, delay in delays.items():
         wm, after = 0, []
         for m in max_event:  # the engine's rule: per commit, ms-truncated, monotone
             if m is not None:

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from testsupport import ROOT
+from testsupport.process import cli_env
 
 
 @dataclass
@@ -25,19 +24,6 @@ class Measured:
     returncode: int
     stdout_tail: list[str] = field(default_factory=list)
     stderr_tail: str = ""
-
-
-def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for goldstream children: this checkout first on the path (so the
-    benchmark runs from a clean checkout without installing), no GOLDSTREAM_* leaking in."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GOLDSTREAM_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
-    env.update(extra or {})
-    return env
-
-
-def goldstream_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "goldstream", *args]
 
 
 def rss_mb(pid: int) -> tuple[float, float]:
@@ -56,7 +42,7 @@ def run(argv: list[str], env: dict[str, str] | None = None, on_line: Callable[[s
     """Run `argv` to completion; `on_line(line, pid)` sees each stdout line as it comes."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env if env is not None else child_env(), cwd=ROOT)
+                            env=env if env is not None else cli_env(), cwd=ROOT)
     tail: list[str] = []
     err_chunks: list[str] = []
     drain = threading.Thread(target=lambda: err_chunks.append(proc.stderr.read()), daemon=True)  # type: ignore[union-attr]

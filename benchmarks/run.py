@@ -64,9 +64,9 @@ from benchmarks.inputs import (  # noqa: E402
     ensure_silver,
 )
 from benchmarks.live import live_latency  # noqa: E402
-from benchmarks.measure import Measured, check, goldstream_argv, rss_mb, run  # noqa: E402
-
-CONFIG = ROOT / "config.example.toml"
+from benchmarks.measure import Measured, check, rss_mb, run  # noqa: E402
+from testsupport.config import EXAMPLE_CONFIG as CONFIG  # noqa: E402
+from testsupport.process import end_offset, goldstream_argv, progress_record  # noqa: E402
 TARGETS = {"rows_per_s": 1.5e6, "ratio": 1.7, "peak_rss_mb": 300.0, "history_growth": 1.2, "latency_slack_s": 0.3}
 
 
@@ -186,12 +186,12 @@ def history_rss(silver: Silver, args: argparse.Namespace) -> dict[str, Any]:
     samples: list[tuple[int, float, float]] = []  # (Silver version reached, RSS, peak RSS so far)
 
     def on_line(line: str, pid: int) -> None:
-        if '"progress"' not in line:
+        progress = progress_record(line)
+        if progress is None:
             return
         try:
-            version = int(json.loads(line)["progress"]["sources"][0]["endOffset"])
-            samples.append((version, *rss_mb(pid)))
-        except (ValueError, KeyError, IndexError, TypeError, OSError):
+            samples.append((end_offset(progress), *rss_mb(pid)))
+        except OSError:  # the process just exited
             pass
 
     gold = args.workdir / "gold_history"

@@ -9,16 +9,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # testsupport/ and tests' own modules, however pytest starts
 
 from s3_fixture import s3_server_fixture  # noqa: E402
+from testsupport.config import EXAMPLE_CONFIG  # noqa: E402
 
 s3_server = pytest.fixture(scope="session")(s3_server_fixture)
 
 
 @pytest.fixture(scope="session")
 def example_config() -> Path:
-    return ROOT / "config.example.toml"
+    return EXAMPLE_CONFIG
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""Builders for the robustness tests: Silver histories, configs, expected Gold.
+"""Builders for the robustness tests: Silver histories, CLI and in-process runs, expected Gold.
 
 Every situation is built with real Delta operations on real tables; the expected Gold
 comes from the brute-force oracle (`reference.py`) over the table's own commit log, so
@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-from deltalake import DeltaTable, write_deltalake
 
 from goldstream.demo.synth import synth_commit_frames
-from helpers import QUERIES, ROOT, goldstream, read_gold, toml_value
 from reference import read_delta_commits, reference_gold_frame
-
-EXAMPLE = ROOT / "config.example.toml"
+from testsupport.config import EXAMPLE_CONFIG as EXAMPLE
+from testsupport.config import QUERIES
+from testsupport.gold import read_gold, txn_version
+from testsupport.process import goldstream
 
 
 # -- Silver ------------------------------------------------------------------------------
@@ -30,18 +29,6 @@ def frames(n: int = 16, rows: int = 100, seed: int = 5) -> list[pl.DataFrame]:
     """One synthetic Silver frame per commit, a minute of event time each, so that both
     seed queries (the sliding one has a 6-minute delay) close windows within the history."""
     return list(synth_commit_frames(n, rows, seed, commit_interval_s=60))
-
-
-def write_commits(table: Path, data: list[pl.DataFrame], **create: Any) -> None:
-    """One Delta append per frame; `create` (configuration, partition_by) applies to the
-    first write, the one that creates the table."""
-    for f in data:
-        kw = create if not (table / "_delta_log").exists() else {}
-        write_deltalake(str(table), f.to_arrow(), mode="append", **kw)
-
-
-def latest_version(table: Path) -> int:
-    return DeltaTable(str(table)).version()
 
 
 def data_file_of(table: Path, version: int) -> Path:
@@ -54,33 +41,6 @@ def data_file_of(table: Path, version: int) -> Path:
 
 
 # -- config ------------------------------------------------------------------------------
-
-
-def dump_toml(doc: dict[str, Any]) -> str:
-    """Just enough TOML for goldstream configs: scalars, tables, arrays of tables."""
-    lines = [f"{k} = {toml_value(v)}" for k, v in doc.items() if not isinstance(v, (dict, list))
-             or (isinstance(v, list) and not all(isinstance(x, dict) for x in v))]
-    for k, v in doc.items():
-        if isinstance(v, dict):
-            lines += ["", f"[{k}]"] + [f"{kk} = {toml_value(vv)}" for kk, vv in v.items()]
-        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
-            for item in v:
-                lines += ["", f"[[{k}]]"] + [f"{kk} = {toml_value(vv)}" for kk, vv in item.items()]
-    return "\n".join(lines) + "\n"
-
-
-def example_doc() -> dict[str, Any]:
-    return tomllib.loads(EXAMPLE.read_text())
-
-
-def write_config(path: Path, source: dict[str, Any] | None = None, queries: dict[str, dict[str, Any]] | None = None,
-                 only: tuple[str, ...] = QUERIES, doc: dict[str, Any] | None = None) -> Path:
-    """The example config with [source] fields and per-query fields merged in."""
-    doc = doc or example_doc()
-    doc["source"] = {**doc["source"], **(source or {})}
-    doc["queries"] = [{**q, **(queries or {}).get(q["name"], {})} for q in doc["queries"] if q["name"] in only]
-    path.write_text(dump_toml(doc))
-    return path
 
 
 def query_dicts(config: Path = EXAMPLE) -> dict[str, dict[str, Any]]:
@@ -102,13 +62,6 @@ def summary(proc: subprocess.CompletedProcess[str]) -> dict[str, dict[str, Any]]
     """The --json summary line of a replay, by query."""
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {r["query"]: r for r in json.loads(proc.stdout.splitlines()[-1])["summary"]}
-
-
-def gold_version(gold: Path, query: str, app_id: str | None = None) -> int | None:
-    """Silver version Gold records as processed (None: no offsets, or no table)."""
-    if not (gold / query / "_delta_log").exists():
-        return None
-    return DeltaTable(str(gold / query)).transaction_version(app_id or f"goldstream-{query}")
 
 
 _ORACLE_CACHE: dict[tuple[Any, ...], pl.DataFrame] = {}
@@ -133,7 +86,7 @@ def assert_gold_is_prefix(gold: Path, table: Path, below: int, skip_change_commi
     if commits is None:
         commits = read_delta_commits(str(table), skip_change_commits=skip_change_commits)
     for q in QUERIES:
-        through = gold_version(gold, q)
+        through = txn_version(gold, q)
         assert through is None or through < below, f"{q}: Gold recorded version {through} >= {below}"
         if through is not None:
             assert_gold_equal(read_gold(gold / q), expected_gold(commits[: through + 1], q))

@@ -1,5 +1,5 @@
-"""Helpers for the process-level tests (crashes, fencing, the daemon): configs written
-as TOML, Silver tables written fast, `goldstream run` subprocesses with their JSON logs.
+"""Helpers for the process-level tests (crashes, fencing, the daemon): `goldstream run`
+subprocesses with their JSON logs, and what a crash may leave in a local Delta table.
 
 Everything here drives the real CLI in real subprocesses against real Delta tables on
 disk; nothing is mocked. Waits have generous deadlines only to fail instead of hanging:
@@ -8,100 +8,20 @@ no assertion depends on how fast the machine is.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
-import sys
 import time
-import tomllib
-import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-import polars as pl
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable
 
-from helpers import toml_value
+from testsupport import ROOT
+from testsupport.gold import txn_version
+from testsupport.process import cli_env, end_offset, goldstream_argv, progress_record
 
-ROOT = Path(__file__).resolve().parent.parent
 WAIT = 120.0  # deadline of any wait: only there to fail instead of hanging
-
-
-# -- configuration ---------------------------------------------------------------------
-
-
-def seed_queries() -> dict[str, dict[str, Any]]:
-    """The two seed queries of config.example.toml, as plain dicts (name -> query)."""
-    with (ROOT / "config.example.toml").open("rb") as fh:
-        return {q["name"]: q for q in tomllib.load(fh)["queries"]}
-
-
-def write_config(path: Path, silver: Path | str, gold_root: Path | str, queries: list[dict[str, Any]],
-                 **source: Any) -> Path:
-    """A complete goldstream TOML config: [source] (path + overrides), [sink], [[queries]]."""
-    lines = ['log_level = "INFO"', "", "[source]", f"path = {toml_value(str(silver))}"]
-    lines += [f"{k} = {toml_value(v)}" for k, v in source.items()]
-    lines += ["", "[sink]", f"gold_root = {toml_value(str(gold_root))}", "", "[server]", "http_port = 0"]
-    for q in queries:
-        lines += ["", "[[queries]]"] + [f"{k} = {toml_value(v)}" for k, v in q.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-# -- Silver ----------------------------------------------------------------------------
-
-
-class FastSilver:
-    """A local Silver Delta table written one append commit at a time, fast.
-
-    The table is created by delta-rs (protocol, schema); later commits are written the
-    way any Delta writer does it: a Parquet file, then `_delta_log/<v>.json` holding its
-    `add` action, published atomically with a hard link (put-if-absent). delta-rs needs
-    tens of ms per commit here (its snapshot replays the log since the last checkpoint),
-    which would make a 1,000-commit table cost most of the test budget.
-    """
-
-    def __init__(self, path: Path, schema_from: pl.DataFrame) -> None:
-        self.path = path
-        write_deltalake(str(path), schema_from.clear().to_arrow(), mode="append")
-        self.version = 0
-
-    def append(self, frame: pl.DataFrame | None) -> int:
-        """One commit holding `frame` (None or 0 rows: an empty commit); its version."""
-        v = self.version + 1
-        now_ms = int(time.time() * 1000)
-        actions: list[dict[str, Any]] = []
-        if frame is not None and frame.height:
-            name = f"part-{v:05d}-{uuid.uuid4()}-c000.snappy.parquet"
-            frame.write_parquet(self.path / name, compression="snappy")
-            actions.append({"add": {
-                "path": name, "partitionValues": {}, "size": (self.path / name).stat().st_size,
-                "modificationTime": now_ms, "dataChange": True,
-                "stats": json.dumps({"numRecords": frame.height}),
-            }})
-        actions.append({"commitInfo": {"timestamp": now_ms, "operation": "WRITE",
-                                       "operationParameters": {"mode": "Append"}}})
-        log = self.path / "_delta_log"
-        tmp = log / f"_commit_{uuid.uuid4()}.json.tmp"
-        tmp.write_text("\n".join(json.dumps(a) for a in actions) + "\n")
-        os.link(tmp, log / f"{v:020d}.json")  # fails if the version exists: put-if-absent
-        tmp.unlink()
-        self.version = v
-        return v
-
-    def checkpoint(self) -> None:
-        DeltaTable(str(self.path)).create_checkpoint()
-
-
-def delta_append_all(path: Path, frames: list[pl.DataFrame]) -> None:
-    """One delta-rs commit per frame (a 0-row frame is an empty commit)."""
-    write_deltalake(str(path), frames[0].to_arrow(), mode="append")
-    dt = DeltaTable(str(path))
-    for i, f in enumerate(frames[1:], 1):
-        write_deltalake(dt, f.to_arrow(), mode="append")
-        if i % 50 == 0:  # a fresh snapshot (from the latest checkpoint) keeps commits fast
-            dt = DeltaTable(str(path))
 
 
 # -- Delta inspection --------------------------------------------------------------------
@@ -134,22 +54,7 @@ def orphan_files(table: Path) -> set[str]:
     return data_files(table) - referenced
 
 
-def txn_version(table: Path, app_id: str) -> int | None:
-    try:
-        v = DeltaTable(str(table)).transaction_version(app_id)
-    except Exception:  # noqa: BLE001 - no table yet
-        return None
-    return None if v is None else int(v)
-
-
 # -- processes ----------------------------------------------------------------------------
-
-
-def cli_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GOLDSTREAM_")}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.update(extra)
-    return env
 
 
 class Proc:
@@ -161,7 +66,7 @@ class Proc:
         self.err_path = log_dir / f"{name}.err"
         self._out = self.out_path.open("w")
         self._err = self.err_path.open("w")
-        self.popen = subprocess.Popen([sys.executable, "-m", "goldstream", *args], cwd=ROOT,
+        self.popen = subprocess.Popen(goldstream_argv(*args), cwd=ROOT,
                                       stdout=self._out, stderr=self._err, env=env or cli_env())
 
     @property
@@ -195,23 +100,13 @@ class Proc:
 
     def progress(self) -> list[dict[str, Any]]:
         """The progress records logged so far (one per batch per query)."""
-        out = []
-        for line in self.stdout().splitlines():
-            if '"progress"' not in line:
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError:  # a line being written
-                continue
-            if "progress" in rec:
-                out.append(rec["progress"])
-        return out
+        return [p for p in map(progress_record, self.stdout().splitlines()) if p is not None]
 
     def processed_through(self) -> dict[str, int]:
         """Per query, the highest Silver version a batch of this process ended at."""
         out: dict[str, int] = {}
         for p in self.progress():
-            out[p["name"]] = max(out.get(p["name"], -1), int(p["sources"][0]["endOffset"]))
+            out[p["name"]] = max(out.get(p["name"], -1), end_offset(p))
         return out
 
     def describe(self) -> str:
@@ -233,13 +128,14 @@ def wait_until(cond: Callable[[], bool], what: str, proc: Proc | None = None, ti
         time.sleep(interval)
 
 
-def wait_caught_up(proc: Proc, gold_root: Path, queries: list[str], version: int) -> None:
+def wait_caught_up(proc: Proc, gold_root: Path | str, queries: list[str], version: int,
+                   storage_options: dict[str, str] | None = None, interval: float = 0.05) -> None:
     """Until every query of a `run` processed Silver through `version` (from its progress
     records, or from Gold's txn when everything was processed before this process)."""
 
     def done() -> bool:
         seen = proc.processed_through()
-        return all(seen.get(q, -1) >= version or (txn_version(gold_root / q, f"goldstream-{q}") or -1) >= version
-                   for q in queries)
+        return all(seen.get(q, -1) >= version or (txn_version(gold_root, q, storage_options=storage_options) or -1)
+                   >= version for q in queries)
 
-    wait_until(done, f"run to process Silver through version {version}", proc)
+    wait_until(done, f"run to process Silver through version {version}", proc, interval=interval)

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers import ROOT
+from testsupport import ROOT
 
 
 def test_quick_benchmark_run_measures_every_section(tmp_path: Path) -> None:

@@ -14,8 +14,10 @@ from typing import Any, Callable
 
 import pytest
 
-from helpers import goldstream
-from silver_cases import cli, example_doc, frames, write_commits, write_config
+from silver_cases import cli, frames
+from testsupport.config import example_doc, write_config
+from testsupport.process import goldstream
+from testsupport.silver import append_commits
 
 Doc = dict[str, Any]
 
@@ -65,7 +67,7 @@ def test_invalid_config_is_refused_before_storage(case: str, tmp_path: Path) -> 
     edit, expected = CASES[case]
     doc = example_doc()
     edit(doc)
-    config = write_config(tmp_path / "bad.toml", doc=doc, only=tuple(q["name"] for q in doc["queries"]))
+    config = write_config(tmp_path / "bad.toml", doc=doc)
     silver, gold = tmp_path / "silver", tmp_path / "gold"
     checked = goldstream("validate-config", str(config), check=False)
     replayed = cli(config, silver, gold)
@@ -96,7 +98,7 @@ def test_aggregate_on_a_column_silver_lacks_is_refused_at_start(tmp_path: Path) 
     _query(doc, "country_stats")["aggregates"].append({"name": "avg_temp", "fn": "avg", "column": "temperature"})
     config = write_config(tmp_path / "temp.toml", doc=doc)
     silver, gold = tmp_path / "silver", tmp_path / "gold"
-    write_commits(silver, frames(3))
+    append_commits(silver, frames(3))
     assert goldstream("validate-config", str(config), check=False).returncode == 0  # needs Silver to know
     proc = cli(config, silver, gold)
     assert proc.returncode == 2

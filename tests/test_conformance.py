@@ -13,7 +13,10 @@ import polars as pl
 import pytest
 
 from gold_compare import assert_gold_equal
-from helpers import QUERIES, conformance_cases, goldstream, read_gold
+from conformance_cases import conformance_cases
+from testsupport.config import QUERIES
+from testsupport.gold import read_gold
+from testsupport.process import goldstream
 
 CASES = conformance_cases()
 

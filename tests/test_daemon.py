@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,44 +24,24 @@ from goldstream.config import load_settings
 from goldstream.demo.synth import DEFAULT_START, synth_commit_frames
 from goldstream.runner import Pipeline
 from goldstream.runner.status import fmt_us
-from helpers import read_gold
 from reference import read_delta_commits, reference_gold, reference_gold_frame
-from stream_helpers import (
-    ROOT,
-    FastSilver,
-    Proc,
-    cli_env,
-    log_versions,
-    orphan_files,
-    seed_queries,
-    txn_version,
-    wait_caught_up,
-    wait_until,
-    write_config,
-)
-
-QUERIES = ["country_stats", "country_anomalies"]
-
-
-def _silver(path: Path, frames: list[pl.DataFrame]) -> FastSilver:
-    table = FastSilver(path, frames[0])
-    for f in frames:
-        table.append(f)
-    return table
+from stream_helpers import Proc, log_versions, orphan_files, wait_caught_up, wait_until
+from testsupport.config import seed_queries, write_config
+from testsupport.gold import read_gold, txn_version
+from testsupport.process import cli_env, goldstream
+from testsupport.silver import fast_silver
 
 
 def test_status_reports_the_lag_of_a_known_gap(tmp_path: Path) -> None:
     silver, gold = tmp_path / "silver", tmp_path / "gold"
-    table = _silver(silver, list(synth_commit_frames(40, 80, seed=12)))
+    table = fast_silver(silver, list(synth_commit_frames(40, 80, seed=12)))
     processed, latest = 28, table.version  # Gold through 28, Silver at 40: a gap of 12 versions
-    cfg = write_config(tmp_path / "c.toml", silver, gold, list(seed_queries().values()))
+    cfg = write_config(tmp_path / "c.toml", silver, gold)
     p = Pipeline(load_settings(cfg))
     p.start()
     p.replay(to_version=processed)
 
-    proc = subprocess.run([sys.executable, "-m", "goldstream", "status", "--config", str(cfg), "--json"],
-                          cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    proc = goldstream("status", "--config", str(cfg), "--json", timeout=120)
     status = {r["query"]: r for r in json.loads(proc.stdout)}
     commits = read_delta_commits(str(silver))[: processed + 1]
     for name, query in seed_queries().items():
@@ -81,14 +59,14 @@ def test_status_reports_the_lag_of_a_known_gap(tmp_path: Path) -> None:
         assert s["open_windows"] == stats["open_windows"] > 0
         assert s["lag_seconds"] > 0 and s["last_gold_commit"] is not None
     # status only reads: Gold is untouched
-    assert txn_version(gold / "country_stats", "goldstream-country_stats") == processed
+    assert txn_version(gold, "country_stats") == processed
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_stops_run_cleanly_with_a_prefix_consistent_gold(tmp_path: Path, sig: signal.Signals) -> None:
     silver, gold = tmp_path / "silver", tmp_path / "gold"
-    table = _silver(silver, list(synth_commit_frames(80, 60, seed=13)))
-    cfg = write_config(tmp_path / "c.toml", silver, gold, list(seed_queries().values()), max_commits_per_batch=2)
+    table = fast_silver(silver, list(synth_commit_frames(80, 60, seed=13)))
+    cfg = write_config(tmp_path / "c.toml", silver, gold, max_commits_per_batch=2)
     proc = Proc(["run", "--config", str(cfg), "--http-port", "0"], tmp_path / "logs", "run",
                 env=cli_env(GOLDSTREAM_SOURCE__POLL_INTERVAL="0.05s"))
     try:
@@ -104,7 +82,7 @@ def test_signal_stops_run_cleanly_with_a_prefix_consistent_gold(tmp_path: Path, 
     commits = read_delta_commits(str(silver))
     progress = proc.progress()
     for name, query in seed_queries().items():
-        through = txn_version(gold / name, f"goldstream-{name}")
+        through = txn_version(gold, name)
         assert through is not None and through < table.version, "stopped mid-stream, not at the end"
         expected = reference_gold_frame(commits[: through + 1], query)
         assert_gold_equal(read_gold(gold / name), expected)
@@ -131,7 +109,7 @@ def test_idle_timeout_closes_windows_only_where_configured(tmp_path: Path) -> No
         "velocity_kmh": (i * 7).cast(pl.Float64),
         "on_ground": i % 4 == 0,
     })
-    table = _silver(silver, [rows.slice(5 * k, 5) for k in range(12)])  # one commit per second
+    table = fast_silver(silver, [rows.slice(5 * k, 5) for k in range(12)])  # one commit per second
     query = {
         "name": "idle_off", "event_time": "event_timestamp", "keys": ["origin_country"], "window": {"kind": "tumbling", "size": "1s"},
         "watermark_delay": "500ms",

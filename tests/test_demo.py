@@ -9,17 +9,10 @@ cache dir holds a link to it, so nothing is downloaded here.
 
 from __future__ import annotations
 
-import fcntl
 import os
-import pty
 import re
-import select
 import signal
-import struct
 import subprocess
-import sys
-import termios
-import time
 from pathlib import Path
 
 import polars as pl
@@ -31,7 +24,11 @@ from goldstream.config import load_settings, with_overrides
 from goldstream.demo.opensky import default_cache_dir, fetch_traffic_wheel
 from goldstream.runner import Pipeline
 from goldstream.demo.synth import generate_silver
-from helpers import QUERIES, ROOT, goldstream, read_gold
+from testsupport import ROOT
+from testsupport.config import QUERIES
+from testsupport.gold import read_gold, txn_version
+from terminal import run_on_terminal
+from testsupport.process import cli_env, goldstream, goldstream_argv
 
 FAST = ("--commit-every", "0.05")  # 20 commits a second: the tests need no suspense
 
@@ -135,9 +132,8 @@ def test_demo_falls_back_to_synthetic_when_the_wheel_cannot_be_had(tmp_path: Pat
 
 def test_demo_ctrl_c_exits_cleanly_with_exactly_once_gold(tmp_path: Path) -> None:
     wd = tmp_path / "wd"
-    proc = subprocess.Popen([sys.executable, "-m", "goldstream", "demo", "--workdir", str(wd), "--data", "synthetic",
-                             "--commit-every", "0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(goldstream_argv("demo", "--workdir", str(wd), "--data", "synthetic", "--commit-every", "0.1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=cli_env())
     try:
         seen = []
         assert proc.stdout is not None
@@ -154,8 +150,7 @@ def test_demo_ctrl_c_exits_cleanly_with_exactly_once_gold(tmp_path: Path) -> Non
     out = "".join(seen) + rest
     assert proc.returncode == 0, err
     assert "goldstream demo stopped (Ctrl+C) after" in out and "Traceback" not in err
-    processed = DeltaTable(str(wd / "synthetic" / "gold" / "country_stats")).transaction_version(
-        "goldstream-country_stats")
+    processed = txn_version(wd / "synthetic" / "gold", "country_stats")
     assert processed is not None and processed >= 0
     gold = read_gold(wd / "synthetic" / "gold" / "country_stats")
     expected = _reference_gold(wd, "synthetic", tmp_path, to_version=processed)["country_stats"]
@@ -163,30 +158,9 @@ def test_demo_ctrl_c_exits_cleanly_with_exactly_once_gold(tmp_path: Path) -> Non
 
 
 def test_demo_live_view_on_a_terminal(tmp_path: Path) -> None:
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 45, 120, 0, 0))
-    proc = subprocess.Popen([sys.executable, "-m", "goldstream", "demo", "--workdir", str(tmp_path / "wd"),
-                             "--data", "synthetic", "--max-commits", "60", *FAST],
-                            stdin=slave, stdout=slave, stderr=slave, cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), "TERM": "xterm-256color"})
-    os.close(slave)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 1.0)
-        if ready:
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: the demo exited and closed the terminal
-                break
-            if not data:
-                break
-            chunks.append(data)
-        elif proc.poll() is not None:
-            break
-    os.close(master)
-    assert proc.wait(timeout=60) == 0
-    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))
+    out = run_on_terminal("demo", "--workdir", str(tmp_path / "wd"), "--data", "synthetic", "--max-commits", "60",
+                          *FAST, size=(45, 120), tty_stdin=True, TERM="xterm-256color")
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out)
     assert "country_stats · tumbling 1m · watermark delay 2m" in screen
     assert "country_anomalies · sliding 5m every 1m · watermark delay 6m" in screen
     assert re.search(r"latest closed window \d\d:\d\d–\d\d:\d\d · \d+ origin_country groups", screen), screen[-3000:]

@@ -9,9 +9,7 @@ exactly at the anomaly thresholds, empty commits.
 from __future__ import annotations
 
 import math
-import tomllib
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -23,9 +21,9 @@ from goldstream.columns import VERSION
 from goldstream.engine.state import WindowedAggregation
 from gold_compare import assert_gold_equal
 from reference import reference_frame, reference_gold
+from testsupport.config import seed_queries
 
-ROOT = Path(__file__).resolve().parent.parent
-SEED_QUERIES = tomllib.loads((ROOT / "config.example.toml").read_text())["queries"]
+SEED_QUERIES = list(seed_queries().values())
 SILVER_SCHEMA = {
     "event_timestamp": pl.Datetime("us", "UTC"),
     "origin_country": pl.String(),

@@ -35,24 +35,13 @@ from goldstream.errors import OwnershipLost, SinkError
 from goldstream.runner import Pipeline
 from goldstream.storage import Storage
 from goldstream.demo.synth import DEFAULT_START, synth_commit_frames
-from helpers import read_gold
 from reference import read_delta_commits, reference_gold
-from stream_helpers import (
-    ROOT,
-    FastSilver,
-    Proc,
-    cli_env,
-    data_files,
-    log_versions,
-    orphan_files,
-    seed_queries,
-    txn_version,
-    wait_caught_up,
-    wait_until,
-    write_config,
-)
-
-QUERIES = ["country_stats", "country_anomalies"]
+from stream_helpers import Proc, data_files, log_versions, orphan_files, wait_caught_up, wait_until
+from testsupport import ROOT
+from testsupport.config import QUERIES, seed_queries, write_config
+from testsupport.gold import read_gold, txn_version
+from testsupport.process import cli_env, goldstream
+from testsupport.silver import FastSilver, fast_silver
 FAST_POLL = {"GOLDSTREAM_SOURCE__POLL_INTERVAL": "0.05s"}
 
 
@@ -90,9 +79,7 @@ def _replay_reference(tmp: Path, silver: Path) -> tuple[Path, Path, dict[str, An
     """One uninterrupted `replay` over the final Silver; its Gold and late roots and summary."""
     ref_gold, ref_late = tmp / "ref-gold", tmp / "ref-late"
     cfg = write_config(tmp / "ref.toml", silver, ref_gold, _queries_with_late_sinks(ref_late))
-    proc = subprocess.run([sys.executable, "-m", "goldstream", "replay", "--config", str(cfg), "--json"],
-                          cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = goldstream("replay", "--config", str(cfg), "--json")
     summary = {r["query"]: r for r in json.loads(proc.stdout.splitlines()[-1])["summary"]}
     return ref_gold, ref_late, summary
 
@@ -180,8 +167,8 @@ def test_run_sigkilled_at_random_instants_equals_one_replay(tmp_path: Path) -> N
     silver, gold, late = tmp_path / "silver", tmp_path / "gold", tmp_path / "late"
     cfg = write_config(tmp_path / "run.toml", silver, gold, _queries_with_late_sinks(late))
     writer = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "silver_writer.py"), str(silver), "--seed", "7", "--rows", "40",
-         "--pace", "0.01"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [sys.executable, "-m", "testsupport.silver_writer", str(silver), "--seed", "7", "--rows", "40",
+         "--pace", "0.01"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         wait_until(lambda: log_versions(silver) >= 5, "the writer's first Silver commits")
         killer = Killer(random.Random(1234), gold, late)
@@ -220,9 +207,7 @@ def test_replay_sigkilled_and_rerun_equals_one_replay(tmp_path: Path) -> None:
     # long enough (many small batches, each a Gold commit) that the kills land before a
     # replay can finish: the replay is fast, and the loop stops at the first clean finish
     frames = list(synth_commit_frames(160, 40, seed=21))
-    table = FastSilver(silver, frames[0])
-    for f in frames:
-        table.append(f)
+    fast_silver(silver, frames)
     cfg = write_config(tmp_path / "replay.toml", silver, gold, _queries_with_late_sinks(late),
                        max_commits_per_batch=2)
     killer = Killer(random.Random(99), gold, late)
@@ -249,10 +234,7 @@ def test_replay_sigkilled_and_rerun_equals_one_replay(tmp_path: Path) -> None:
 
 def _static_silver(path: Path, commits: int, rows: int, seed: int) -> tuple[FastSilver, list[pl.DataFrame]]:
     frames = list(synth_commit_frames(commits, rows, seed=seed))
-    table = FastSilver(path, frames[0])
-    for f in frames:
-        table.append(f)
-    return table, frames
+    return fast_silver(path, frames), frames
 
 
 def _settings(cfg: Path) -> Settings:
@@ -265,7 +247,7 @@ def test_second_pipeline_on_the_same_gold_stops_without_writing(tmp_path: Path, 
     wins, the other's commit is refused before anything of it is written, late rows included."""
     silver, gold, late = tmp_path / "silver", tmp_path / "gold", tmp_path / "late"
     table, _ = _static_silver(silver, 40, 60, seed=5)
-    queries = _queries_with_late_sinks(late) if with_late else list(seed_queries().values())
+    queries = _queries_with_late_sinks(late) if with_late else None
     cfg = write_config(tmp_path / "c.toml", silver, gold, queries, max_commits_per_batch=30)
     a, b = Pipeline(_settings(cfg)), Pipeline(_settings(cfg))
     a.start()  # creates both Gold tables
@@ -409,10 +391,8 @@ def fingerprinted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path,
     silver, gold = tmp / "silver", tmp / "gold"
     frames = [f.with_columns(pl.col("event_timestamp").alias("observed_at"))
               for f in synth_commit_frames(30, 30, seed=4)]
-    table = FastSilver(silver, frames[0])
-    for f in frames:
-        table.append(f)
-    cfg = write_config(tmp / "seed.toml", silver, gold, list(seed_queries().values()))
+    fast_silver(silver, frames)
+    cfg = write_config(tmp / "seed.toml", silver, gold)
     p = Pipeline(_settings(cfg))
     p.start()
     p.replay()
@@ -493,15 +473,12 @@ def test_changed_definition_exits_2_and_unchanged_resumes_silently(fingerprinted
     rows = {q: read_gold(gold / q).height for q in QUERIES}
     changed = write_config(tmp / "cli-changed.toml", silver, gold,
                            [seed_queries()["country_anomalies"], _changed("country_stats", "window size")])
-    proc = subprocess.run([sys.executable, "-m", "goldstream", "run", "--config", str(changed)], cwd=ROOT,
-                          env=cli_env(), capture_output=True, text=True, timeout=120)
+    proc = goldstream("run", "--config", str(changed), timeout=120, check=False)
     assert proc.returncode == 2, proc.stderr
     assert "query 'country_stats' changed" in proc.stderr and "window size: Gold has 1m, config has 2m" in proc.stderr
     assert "Traceback" not in proc.stderr
-    same = write_config(tmp / "cli-same.toml", silver, gold, list(seed_queries().values()))
-    proc = subprocess.run([sys.executable, "-m", "goldstream", "replay", "--config", str(same), "--json"], cwd=ROOT,
-                          env=cli_env(), capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    same = write_config(tmp / "cli-same.toml", silver, gold)
+    proc = goldstream("replay", "--config", str(same), "--json", timeout=120)
     assert "WARNING" not in proc.stdout + proc.stderr and "error" not in proc.stderr.lower(), proc.stdout + proc.stderr
     summary = json.loads(proc.stdout.splitlines()[-1])["summary"]
     assert [r["rows_in"] for r in summary] == [0, 0]  # resumed at the end: nothing new
@@ -545,12 +522,10 @@ def test_restart_after_1000_commits_reads_only_commits_feeding_open_windows(tmp_
     silver, gold = tmp_path / "silver", tmp_path / "gold"
     base = int(DEFAULT_START.timestamp() * 1e6)
     frames = _tiny_commits(0, 1030, base)
-    table = FastSilver(silver, frames[0])
-    for f in frames[:1000]:
-        table.append(f)
+    table = fast_silver(silver, frames[:1000])
     table.checkpoint()
     assert table.version == 1000
-    cfg = write_config(tmp_path / "c.toml", silver, gold, list(seed_queries().values()))
+    cfg = write_config(tmp_path / "c.toml", silver, gold)
     first = Pipeline(_settings(cfg))
     first.start()
     first.replay()
@@ -577,7 +552,7 @@ def test_restart_after_1000_commits_reads_only_commits_feeding_open_windows(tmp_
     more.replay()
     assert {q: DeltaTable(str(gold / q)).version() for q in QUERIES} != versions
     whole = tmp_path / "whole"
-    ref = Pipeline(_settings(write_config(tmp_path / "ref.toml", silver, whole, list(seed_queries().values()))))
+    ref = Pipeline(_settings(write_config(tmp_path / "ref.toml", silver, whole)))
     ref.start()
     ref.replay()
     for q in QUERIES:
@@ -627,7 +602,7 @@ def test_late_sink_holds_exactly_the_dropped_rows(tmp_path: Path) -> None:
                           table["origin_country"].to_list(), table["missed_window_end"].dt.epoch("us").to_list()))
         expected = _dropped_rows(commits, seed_queries()[q])
         assert got == expected, f"{q}: late table differs from the rows the watermark dropped"
-        assert DeltaTable(str(late / q)).transaction_version(f"goldstream-{q}.late") <= silver_table.version
+        assert txn_version(late, q, f"goldstream-{q}.late") <= silver_table.version
     # the engine's late counters (both runs) and the oracle's late pairs agree with the tables
     stats: dict[str, Any] = {}
     reference_gold(commits, seed_queries()["country_stats"], stats=stats)
@@ -655,7 +630,7 @@ def test_long_lived_sink_reloads_its_snapshot_and_stays_fenced(tmp_path: Path) -
     for v in range(RELOAD_EVERY + 5):
         sink.commit(empty, Offsets(v, 0, v + 1, fp), {})
     assert sink.dt is not None and sink.committer.loaded_version >= RELOAD_EVERY  # a fresh load happened
-    assert txn_version(gold / "country_stats", "goldstream-country_stats") == RELOAD_EVERY + 4
+    assert txn_version(gold, "country_stats") == RELOAD_EVERY + 4
     with pytest.raises(OwnershipLost, match=f"records Silver processed through version {RELOAD_EVERY + 4}"):
         b.runs[0].sink.commit(empty, Offsets(0, 0, 1, fp), {})
     sink.commit(empty, Offsets(RELOAD_EVERY + 5, 0, RELOAD_EVERY + 6, fp), {})  # the owner goes on

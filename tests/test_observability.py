@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import json
 import os
-import pty
-import select
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -38,7 +35,11 @@ from goldstream.runner import Pipeline
 from goldstream.server import readiness
 from goldstream.storage import Storage
 from goldstream.demo.synth import DEFAULT_START, generate_silver
-from helpers import QUERIES, ROOT, goldstream, read_gold
+from testsupport import ROOT
+from testsupport.config import QUERIES
+from testsupport.gold import read_gold
+from terminal import run_on_terminal
+from testsupport.process import cli_env, goldstream, goldstream_argv
 
 METRICS = ("goldstream_input_rows_total", "goldstream_late_rows_total", "goldstream_windows_emitted_total",
            "goldstream_commits_total", "goldstream_watermark_seconds", "goldstream_lag_versions",
@@ -121,15 +122,14 @@ def test_daemon_health_readiness_and_metrics(s3_server: Any, tmp_path: Path, exa
     generate_silver(silver, commits=12, rows_per_commit=300, seed=11, storage_options=opts)
 
     port = _free_port()
-    env = {**os.environ, **s3_server.env(), "PYTHONPATH": str(ROOT),
-           "GOLDSTREAM_SOURCE__PATH": silver, "GOLDSTREAM_SINK__GOLD_ROOT": gold_root,
-           "GOLDSTREAM_SOURCE__POLL_INTERVAL": "200ms", "GOLDSTREAM_SERVER__HEALTH_STALE_FACTOR": "5",
-           "GOLDSTREAM_SERVER__HTTP_HOST": "127.0.0.1"}  # stale after max(1 s, 5 x 0.2 s) = 1 s
+    env = cli_env(**s3_server.env(), GOLDSTREAM_SOURCE__PATH=silver, GOLDSTREAM_SINK__GOLD_ROOT=gold_root,
+                  GOLDSTREAM_SOURCE__POLL_INTERVAL="200ms", GOLDSTREAM_SERVER__HEALTH_STALE_FACTOR="5",
+                  GOLDSTREAM_SERVER__HTTP_HOST="127.0.0.1")  # stale after max(1 s, 5 x 0.2 s) = 1 s
     log = tmp_path / "daemon.stdout"
     with log.open("wb") as out, _frozen(s3_server.pid):
         # Storage is frozen before the daemon starts: start() cannot reach Silver, so not ready.
-        proc = subprocess.Popen([sys.executable, "-m", "goldstream", "run", "--config", str(example_config),
-                                 "--http-port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        proc = subprocess.Popen(goldstream_argv("run", "--config", str(example_config), "--http-port", str(port)),
+                                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         try:
             status, body = _wait_for("the HTTP server", lambda: _get(port, "/readyz"), proc, log)
             assert status == 503 and body.startswith("starting"), (status, body)
@@ -295,29 +295,8 @@ def test_log_level_comes_from_the_environment(small_silver: Path, tmp_path: Path
 
 
 def test_readable_log_lines_on_a_terminal(small_silver: Path, tmp_path: Path, example_config: Path) -> None:
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "goldstream", "replay", "--config", str(example_config),
-                             "--silver", str(small_silver), "--gold-root", str(tmp_path / "gold")],
-                            stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
-    os.close(slave)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 1.0)
-        if ready:
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not data:
-                break
-            chunks.append(data)
-        elif proc.poll() is not None:
-            break
-    os.close(master)
-    assert proc.wait(timeout=60) == 0
-    text = b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
+    text = run_on_terminal("replay", "--config", str(example_config), "--silver", str(small_silver),
+                           "--gold-root", str(tmp_path / "gold")).replace("\r\n", "\n")
     lines = [ln for ln in text.splitlines() if ln.strip()]
     assert lines and not any(ln.lstrip().startswith("{") for ln in lines), text
     assert any("INFO" in ln and "[country_stats] batch 0:" in ln and "windows, watermark" in ln for ln in lines), text

@@ -31,10 +31,9 @@ from goldstream.errors import SourceError
 from goldstream.runner import Pipeline
 from goldstream.source.reader import BatchScan
 from goldstream.demo.synth import generate_silver, synth_commit_frames
-from helpers import ROOT, read_gold
+from testsupport.config import EXAMPLE_CONFIG as EXAMPLE
+from testsupport.gold import read_gold
 from reference import read_delta_commits, reference_gold_frame
-
-EXAMPLE = ROOT / "config.example.toml"
 
 THIRD_QUERY = """
 [[queries]]

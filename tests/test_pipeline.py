@@ -9,7 +9,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable
 
 from gold_compare import assert_gold_equal
 from goldstream.config import Settings, load_settings, with_overrides
@@ -18,7 +18,10 @@ from goldstream.runner import Pipeline
 from goldstream.sink.definition import fingerprint
 from goldstream.sink.offsets import Offsets
 from goldstream.demo.synth import generate_silver, synth_commit_frames
-from helpers import QUERIES, goldstream, read_gold
+from testsupport.config import QUERIES
+from testsupport.gold import read_gold, txn_version
+from testsupport.process import goldstream
+from testsupport.silver import append_commits
 from reference import read_delta_commits, reference_gold_frame
 
 
@@ -64,8 +67,7 @@ def test_split_replay_resumes_and_second_replay_appends_nothing(silver: Path, tm
     for stop in (5, 6, 17, 30):
         p = _replay(_settings(example_config, silver, split, max_commits_per_batch=3), to_version=stop)
         assert all(r.processed == stop for r in p.runs)
-        dt = DeltaTable(str(split / "country_stats"))
-        assert dt.transaction_version("goldstream-country_stats") == stop
+        assert txn_version(split, "country_stats") == stop
     _replay(_settings(example_config, silver, split))
     for q in QUERIES:
         assert_gold_equal(read_gold(split / q), read_gold(whole / q))
@@ -127,11 +129,9 @@ def _frames(n: int, rows: int = 300, seed: int = 11) -> list[pl.DataFrame]:
     return [f if f is not None and f.height else None for f in synth_commit_frames(n, rows, seed)]  # type: ignore[misc]
 
 
-def _write(table: Path, frames: list[pl.DataFrame | None], **kw: object) -> None:
+def _write(table: Path, frames: list[pl.DataFrame | None], **create: object) -> None:
     schema_frame = next(f for f in frames if f is not None)
-    for f in frames:
-        data = schema_frame.clear() if f is None else f
-        write_deltalake(str(table), data.to_arrow(), mode="append", **kw)  # type: ignore[arg-type]
+    append_commits(table, [schema_frame.clear() if f is None else f for f in frames], **create)
 
 
 def test_optimize_between_appends_adds_no_rows(tmp_path: Path, example_config: Path) -> None:

@@ -12,33 +12,24 @@ import functools
 import hashlib
 import json
 import math
-import tomllib
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import polars as pl
 import pytest
 
+from testsupport.config import seed_queries
+
 try:  # tests/ is on sys.path (pytest's rootdir-less import / conftest.py)
+    from conformance_cases import CONFORMANCE_DIRS as CONFORMANCE_ROOTS
     from gold_compare import assert_gold_equal
     from reference import read_delta_commits, reference_frame, reference_gold, windows_of
 except ImportError:  # pragma: no cover - tests/ imported as a package
+    from tests.conformance_cases import CONFORMANCE_DIRS as CONFORMANCE_ROOTS
     from tests.gold_compare import assert_gold_equal
     from tests.reference import read_delta_commits, reference_frame, reference_gold, windows_of
 
-TESTS_DIR = Path(__file__).resolve().parent
-REPO = TESTS_DIR.parent
-CONFIG = REPO / "config.example.toml"
-CONFORMANCE_ROOTS = [TESTS_DIR / "conformance", REPO.parent / "shared" / "conformance"]
-
-
-def _queries() -> dict[str, dict]:
-    with open(CONFIG, "rb") as fh:
-        cfg = tomllib.load(fh)
-    return {q["name"]: q for q in cfg["queries"]}
-
-
-QUERIES = _queries()
+QUERIES = seed_queries()
 
 
 def _fingerprint(case: Path) -> str:

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -31,7 +29,6 @@ from deltalake.schema import Field
 
 from gold_compare import assert_gold_equal
 from goldstream.demo.synth import empty_silver_frame
-from helpers import QUERIES, ROOT, read_gold
 from reference import read_delta_commits, reference_gold
 from silver_cases import (
     EXAMPLE,
@@ -41,15 +38,17 @@ from silver_cases import (
     data_file_of,
     expected_gold,
     frames,
-    gold_version,
     pipeline,
     query_dicts,
     replay,
     replay_error,
     summary,
-    write_commits,
-    write_config,
 )
+from testsupport import ROOT
+from testsupport.config import QUERIES, seed_query_list, write_config
+from testsupport.gold import read_gold, txn_version
+from testsupport.process import cli_env, end_offset, goldstream_argv, progress_record
+from testsupport.silver import append_commits
 
 
 @pytest.fixture(scope="module")
@@ -103,24 +102,21 @@ class _Lines:
 
 
 def _progress_end(line: str) -> tuple[str, int] | None:
-    try:
-        p = json.loads(line)["progress"]
-    except (ValueError, KeyError):
-        return None
-    return p["name"], p["sources"][0]["endOffset"]
+    p = progress_record(line)
+    return None if p is None else (p["name"], end_offset(p))
 
 
 def test_missing_silver_run_waits_until_it_appears(tmp_path: Path, history: list[pl.DataFrame]) -> None:
     silver, gold = tmp_path / "silver", tmp_path / "gold"
-    env = {**os.environ, "GOLDSTREAM_SOURCE__POLL_INTERVAL": "0.2s"}
-    proc = subprocess.Popen([sys.executable, "-m", "goldstream", "run", "--config", str(EXAMPLE), "--silver",
-                             str(silver), "--gold-root", str(gold), "--http-port", "0"],
+    env = cli_env(GOLDSTREAM_SOURCE__POLL_INTERVAL="0.2s")
+    proc = subprocess.Popen(goldstream_argv("run", "--config", str(EXAMPLE), "--silver", str(silver),
+                                            "--gold-root", str(gold), "--http-port", "0"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     try:
         out = _Lines(proc)
         out.wait_for(lambda line: "does not exist yet" in line, "waiting log line", proc)
         assert not gold.exists()  # nothing created while waiting
-        write_commits(silver, history)
+        append_commits(silver, history)
         last = len(history) - 1
         for q in QUERIES:
             out.wait_for(lambda line, q=q: _progress_end(line) == (q, last), f"progress of {q} at {last}", proc)
@@ -154,7 +150,7 @@ _BAD_SCHEMAS = {
 def test_incompatible_schema_is_refused_at_start(case: str, tmp_path: Path, history: list[pl.DataFrame]) -> None:
     change, expected = _BAD_SCHEMAS[case]
     silver, gold = tmp_path / "silver", tmp_path / "gold"
-    write_commits(silver, [change(f) for f in history[:3]])
+    append_commits(silver, [change(f) for f in history[:3]])
     if case == "altitude_as_string":  # the real CLI once: exit code 2, message on stderr
         proc = cli(EXAMPLE, silver, gold)
         assert proc.returncode == 2
@@ -172,7 +168,7 @@ def test_incompatible_schema_is_refused_at_start(case: str, tmp_path: Path, hist
 def test_incompatible_schema_change_mid_history_names_the_version(tmp_path: Path,
                                                                   history: list[pl.DataFrame]) -> None:
     silver, gold = tmp_path / "silver", tmp_path / "gold"
-    write_commits(silver, history[:6])  # versions 0..5
+    append_commits(silver, history[:6])  # versions 0..5
     as_string = history[6].with_columns(pl.col("altitude_meters").cast(pl.String))
     write_deltalake(str(silver), as_string.to_arrow(), mode="overwrite", schema_mode="overwrite")  # version 6
     env = {"GOLDSTREAM_SOURCE__MAX_COMMITS_PER_BATCH": "2"}
@@ -183,23 +179,23 @@ def test_incompatible_schema_change_mid_history_names_the_version(tmp_path: Path
     assert not gold.exists()
     # Silver is fixed by a later overwrite: the stream processes up to the bad version, then stops there
     write_deltalake(str(silver), history[7].to_arrow(), mode="overwrite", schema_mode="overwrite")  # 7
-    write_commits(silver, history[8:10])
-    err = replay_error(write_config(tmp_path / "c.toml", source={"max_commits_per_batch": 2}), silver, gold)
+    append_commits(silver, history[8:10])
+    err = replay_error(write_config(tmp_path / "c.toml", max_commits_per_batch=2), silver, gold)
     assert err.exit_code == 2
     assert f"Silver schema at {silver} version 6 does not fit the queries" in str(err)
     assert "nothing from this version on was written to Gold" in str(err)
     assert_gold_is_prefix(gold, silver, below=6, skip_change_commits=True)
-    assert any(gold_version(gold, q) is not None for q in QUERIES)  # versions before 6 were committed
+    assert any(txn_version(gold, q) is not None for q in QUERIES)  # versions before 6 were committed
 
 
 def test_added_columns_are_fine(tmp_path: Path, history: list[pl.DataFrame]) -> None:
     silver, gold = tmp_path / "silver", tmp_path / "gold"
-    write_commits(silver, history[:6])
+    append_commits(silver, history[:6])
     wider = [f.with_columns(pl.lit("7700", pl.String).alias("squawk")) for f in history[6:10]]
     for f in wider:  # a new column arrives with the data (schema merge)...
         write_deltalake(str(silver), f.to_arrow(), mode="append", schema_mode="merge")
     DeltaTable(str(silver)).alter.add_columns([Field("sensor_count", "long")])  # ...and by ALTER TABLE
-    write_commits(silver, [f.with_columns(pl.lit("7700", pl.String).alias("squawk"),
+    append_commits(silver, [f.with_columns(pl.lit("7700", pl.String).alias("squawk"),
                                           pl.lit(3, pl.Int64).alias("sensor_count")) for f in history[10:]])
     p = replay(EXAMPLE, silver, gold)
     assert p.runs[0].stats.rows_in == sum(f.height for f in history)
@@ -210,10 +206,10 @@ def test_needed_column_added_later_reads_as_null_before(tmp_path: Path, history:
     """Additive evolution of a column a query uses: older files lack it, so it is null there
     (as Spark reads old files with the current schema), not an error."""
     late_col, explicit = tmp_path / "late_col", tmp_path / "explicit"
-    write_commits(late_col, [f.drop("velocity_kmh") for f in history[:5]])
+    append_commits(late_col, [f.drop("velocity_kmh") for f in history[:5]])
     for f in history[5:]:
         write_deltalake(str(late_col), f.to_arrow(), mode="append", schema_mode="merge")
-    write_commits(explicit, [f.with_columns(pl.lit(None, pl.Float64).alias("velocity_kmh")) if i < 5 else f
+    append_commits(explicit, [f.with_columns(pl.lit(None, pl.Float64).alias("velocity_kmh")) if i < 5 else f
                              for i, f in enumerate(history)])
     for table in (late_col, explicit):
         replay(EXAMPLE, table, tmp_path / f"gold_{table.name}")
@@ -228,7 +224,7 @@ def test_null_event_time_is_dropped_and_counted(tmp_path: Path, history: list[pl
     silver, gold = tmp_path / "silver", tmp_path / "gold"
     nulled = [f.with_columns(pl.when(pl.int_range(pl.len()) % 17 == 3).then(None)
                              .otherwise(pl.col("event_timestamp")).alias("event_timestamp")) for f in history]
-    write_commits(silver, nulled)
+    append_commits(silver, nulled)
     n_null = sum(f["event_timestamp"].null_count() for f in nulled)
     assert n_null > 50
     s = summary(cli(EXAMPLE, silver, gold, "--json"))
@@ -255,7 +251,7 @@ def test_infinities_follow_spark(tmp_path: Path) -> None:
     inf = math.inf
     t0 = datetime(2024, 6, 1, 12, 0, 10, tzinfo=timezone.utc)
     silver, gold = tmp_path / "silver", tmp_path / "gold"
-    write_commits(silver, [
+    append_commits(silver, [
         pl.concat([_rows("Infland", t0, [inf, 100.0, 200.0], [500.0, -inf, 900.0]),
                    _rows("Twoinf", t0, [inf, -inf], [inf, 10.0]),
                    _rows("Plain", t0, [1000.0, 2000.0], [100.0, 200.0])]),
@@ -286,7 +282,7 @@ def test_max_event_time_skew_sends_far_future_rows_to_the_late_sink(tmp_path: Pa
         pl.lit(datetime(2099, 1, 1, tzinfo=timezone.utc)).cast(pl.Datetime("us", "UTC")).alias("event_timestamp"))
     poisoned = [pl.concat([f, future_row]) if i == 5 else f for i, f in enumerate(history)]
     silver, late = tmp_path / "silver", tmp_path / "late"
-    write_commits(silver, poisoned)
+    append_commits(silver, poisoned)
     commits = read_delta_commits(str(silver))
 
     # Spark's behaviour (off by default): the watermark jumps to 2099 and later rows are all late
@@ -296,9 +292,10 @@ def test_max_event_time_skew_sends_far_future_rows_to_the_late_sink(tmp_path: Pa
     assert_gold_complete(plain, silver, commits=commits)
 
     # [source] bound for every query; country_anomalies overrides it with a bound too large to matter
-    config = write_config(tmp_path / "skew.toml", source={"max_event_time_skew": "1h"},
-                          queries={"country_stats": {"late_sink": str(late)},
-                                   "country_anomalies": {"max_event_time_skew": "36500d"}})
+    config = write_config(tmp_path / "skew.toml",
+                          queries=seed_query_list(country_stats={"late_sink": str(late)},
+                                                  country_anomalies={"max_event_time_skew": "36500d"}),
+                          max_event_time_skew="1h")
     gold = tmp_path / "gold"
     first = replay(config, silver, gold, to_version=8).summary()  # a restart in between
     first = {r["query"]: r for r in first}
@@ -341,9 +338,9 @@ _CHANGE_LABEL = {"delete": "DELETE", "update": "UPDATE", "merge": "MERGE", "over
 def test_change_commit_stops_with_its_version_unless_skipped(op: str, tmp_path: Path,
                                                              history: list[pl.DataFrame]) -> None:
     silver, gold = tmp_path / "silver", tmp_path / "gold"
-    write_commits(silver, history[:10])  # versions 0..9
+    append_commits(silver, history[:10])  # versions 0..9
     _change(op, silver, history[9])  # version 10
-    write_commits(silver, history[10:])
+    append_commits(silver, history[10:])
     log = (silver / "_delta_log" / f"{10:020d}.json").read_text()
     assert '"remove"' in log  # really a rewrite, not an append
     env = {"GOLDSTREAM_SOURCE__MAX_COMMITS_PER_BATCH": "4"}
@@ -360,11 +357,11 @@ def test_change_commit_stops_with_its_version_unless_skipped(op: str, tmp_path: 
 
 def test_insert_only_merge_is_an_append(tmp_path: Path, history: list[pl.DataFrame]) -> None:
     silver, gold = tmp_path / "silver", tmp_path / "gold"
-    write_commits(silver, history[:8])
+    append_commits(silver, history[:8])
     new = history[8].with_columns(pl.lit("zz0000").alias("icao24"))
     (DeltaTable(str(silver)).merge(new.to_arrow(), "t.icao24 = s.icao24", source_alias="s", target_alias="t")
      .when_not_matched_insert_all().execute())
-    write_commits(silver, history[9:])
+    append_commits(silver, history[9:])
     p = replay(EXAMPLE, silver, gold)
     assert p.runs[0].stats.skipped_change_commits == 0
     assert_gold_complete(gold, silver)
@@ -375,10 +372,10 @@ def test_insert_only_merge_is_an_append(tmp_path: Path, history: list[pl.DataFra
 
 def test_optimize_while_the_query_is_mid_stream_adds_no_rows(tmp_path: Path, history: list[pl.DataFrame]) -> None:
     silver, gold = tmp_path / "silver", tmp_path / "gold"
-    write_commits(silver, history[:10])
+    append_commits(silver, history[:10])
     replay(EXAMPLE, silver, gold, to_version=6)
     DeltaTable(str(silver)).optimize.compact()  # rewrites files the resumed query still re-reads
-    write_commits(silver, history[10:])
+    append_commits(silver, history[10:])
     DeltaTable(str(silver)).optimize.compact()
     p = replay(EXAMPLE, silver, gold)
     assert p.runs[0].stats.rows_in == sum(f.height for f in history[7:])
@@ -390,10 +387,10 @@ def test_optimize_while_the_query_is_mid_stream_adds_no_rows(tmp_path: Path, his
 
 def test_log_retention_removed_a_needed_commit(tmp_path: Path, history: list[pl.DataFrame]) -> None:
     silver, gold = tmp_path / "silver", tmp_path / "gold"
-    write_commits(silver, history[:8], configuration={"delta.logRetentionDuration": "interval 0 seconds"})
+    append_commits(silver, history[:8], configuration={"delta.logRetentionDuration": "interval 0 seconds"})
     replay(EXAMPLE, silver, gold, to_version=5)
     before = _gold_state(gold)
-    write_commits(silver, history[8:12])  # versions 8..11
+    append_commits(silver, history[8:12])  # versions 8..11
     dt = DeltaTable(str(silver))
     dt.create_checkpoint()
     dt.cleanup_metadata()  # removes the JSON commits before the checkpoint at 11
@@ -418,7 +415,7 @@ def test_log_retention_removed_a_needed_commit(tmp_path: Path, history: list[pl.
 
 def test_commit_json_removed_by_hand_is_never_skipped(tmp_path: Path, history: list[pl.DataFrame]) -> None:
     silver, gold = tmp_path / "silver", tmp_path / "gold"
-    write_commits(silver, history[:12])
+    append_commits(silver, history[:12])
     p = pipeline(EXAMPLE, silver, gold)
     p.start()  # the table loads; then version 7 disappears while the query runs
     (silver / "_delta_log" / f"{7:020d}.json").unlink()
@@ -433,7 +430,7 @@ def test_commit_json_removed_by_hand_is_never_skipped(tmp_path: Path, history: l
 
 def test_vacuum_removed_a_needed_data_file(tmp_path: Path, history: list[pl.DataFrame]) -> None:
     silver, gold = tmp_path / "silver", tmp_path / "gold"
-    write_commits(silver, history[:10])
+    append_commits(silver, history[:10])
     replay(EXAMPLE, silver, gold, to_version=7)
     before = _gold_state(gold)
     dt = DeltaTable(str(silver))
@@ -455,7 +452,7 @@ def test_vacuum_removed_a_needed_data_file(tmp_path: Path, history: list[pl.Data
 def test_damaged_parquet_names_file_and_version_and_restart_completes(damage: str, tmp_path: Path,
                                                                      history: list[pl.DataFrame]) -> None:
     silver, gold = tmp_path / "silver", tmp_path / "gold"
-    write_commits(silver, history[:14])
+    append_commits(silver, history[:14])
     commits = read_delta_commits(str(silver))  # the oracle's copy, read while every file is intact
     victim = data_file_of(silver, 9)
     backup = tmp_path / "backup.parquet"
@@ -478,10 +475,10 @@ def test_damaged_parquet_names_file_and_version_and_restart_completes(damage: st
 
 def test_column_mapping_is_read_through_physical_names(tmp_path: Path, history: list[pl.DataFrame]) -> None:
     mapped, plain = tmp_path / "mapped", tmp_path / "plain"
-    write_commits(mapped, history, configuration={"delta.columnMapping.mode": "name"}, partition_by=["origin_country"])
+    append_commits(mapped, history, configuration={"delta.columnMapping.mode": "name"}, partition_by=["origin_country"])
     some_file = next(mapped.rglob("*.parquet"))
     assert "altitude_meters" not in pl.read_parquet_schema(some_file)  # physical names really differ
-    write_commits(plain, history)
+    append_commits(plain, history)
     proc = cli(EXAMPLE, mapped, tmp_path / "gold_mapped")
     assert proc.returncode == 0, proc.stderr
     replay(EXAMPLE, plain, tmp_path / "gold_plain")
@@ -495,7 +492,7 @@ def test_deletion_vectors_table_reads_appends_and_refuses_deletes(tmp_path: Path
     rewrites files), so the Spark-style DV commit (remove + re-add with a vector) is written
     by hand on a table deltalake built."""
     silver, gold = tmp_path / "silver", tmp_path / "gold"
-    write_commits(silver, history[:10], configuration={"delta.enableDeletionVectors": "true"})
+    append_commits(silver, history[:10], configuration={"delta.enableDeletionVectors": "true"})
     assert "deletionVectors" in (DeltaTable(str(silver)).protocol().reader_features or [])
     add = next(a["add"] for v in range(3, 10) for line in (silver / "_delta_log" / f"{v:020d}.json").read_text()
                .splitlines() if "add" in (a := json.loads(line)))
@@ -506,7 +503,7 @@ def test_deletion_vectors_table_reads_appends_and_refuses_deletes(tmp_path: Path
                {"remove": {"path": add["path"], "deletionTimestamp": 0, "dataChange": True, "size": add["size"]}},
                {"add": {**add, "deletionVector": dv}}]
     (silver / "_delta_log" / f"{10:020d}.json").write_text("\n".join(json.dumps(a) for a in actions) + "\n")
-    write_commits(silver, history[10:])
+    append_commits(silver, history[10:])
     err = replay_error(EXAMPLE, silver, gold)
     assert err.exit_code == 2
     assert (f"Silver version 10 of {silver} is not an append (DELETE: file {add['path']} gets a deletion "
@@ -521,7 +518,7 @@ def test_unknown_reader_feature_is_refused(tmp_path: Path, history: list[pl.Data
     from goldstream.errors import SourceError
 
     silver, gold = tmp_path / "silver", tmp_path / "gold"
-    write_commits(silver, history[:3])
+    append_commits(silver, history[:3])
     p = pipeline(EXAMPLE, silver, gold)
     p.start()
     protocol = {"protocol": {"minReaderVersion": 3, "minWriterVersion": 7, "readerFeatures": ["futureMagic"],
@@ -533,7 +530,7 @@ def test_unknown_reader_feature_is_refused(tmp_path: Path, history: list[pl.Data
         p.replay()
     assert f"Silver table at {silver} version 3 requires reader features futureMagic" in str(info.value)
     assert info.value.exit_code == 2
-    assert all(gold_version(gold, q) is None or gold_version(gold, q) < 3 for q in QUERIES)
+    assert all(txn_version(gold, q) is None or txn_version(gold, q) < 3 for q in QUERIES)
 
 
 # -- 9. Starting positions ---------------------------------------------------------------------
@@ -541,12 +538,12 @@ def test_unknown_reader_feature_is_refused(tmp_path: Path, history: list[pl.Data
 
 def test_starting_positions(tmp_path: Path, history: list[pl.DataFrame]) -> None:
     silver = tmp_path / "silver"
-    write_commits(silver, history[:12])
+    append_commits(silver, history[:12])
     commits = read_delta_commits(str(silver))
     times = {h["version"]: h["timestamp"] for h in DeltaTable(str(silver)).history()}
 
     def run(name: str, starting: object) -> object:
-        config = write_config(tmp_path / f"{name}.toml", source={"starting_version": starting})
+        config = write_config(tmp_path / f"{name}.toml", starting_version=starting)
         p = pipeline(config, silver, tmp_path / name)
         p.start()
         p.replay()
@@ -564,10 +561,10 @@ def test_starting_positions(tmp_path: Path, history: list[pl.DataFrame]) -> None
     for q in QUERIES:
         assert_gold_equal(read_gold(tmp_path / "timestamp" / q), expected_gold(commits[k:], q))
 
-    config = write_config(tmp_path / "latest.toml", source={"starting_version": "latest"})
+    config = write_config(tmp_path / "latest.toml", starting_version="latest")
     p = pipeline(config, silver, tmp_path / "latest")
     p.start()  # only commits after the start count
-    write_commits(silver, history[12:])
+    append_commits(silver, history[12:])
     p.replay()
     for q in QUERIES:
         assert_gold_equal(read_gold(tmp_path / "latest" / q), expected_gold([None] * 12 + history[12:], q))
@@ -575,7 +572,7 @@ def test_starting_positions(tmp_path: Path, history: list[pl.DataFrame]) -> None
     proc = cli(EXAMPLE, silver, tmp_path / "past", env={"GOLDSTREAM_SOURCE__STARTING_VERSION": "99"})
     assert proc.returncode == 2
     assert f"start version 99 (starting_version or --from-version) is past the latest version of Silver table {silver} (latest: 15)" in proc.stderr
-    assert all(gold_version(tmp_path / "past", q) is None for q in QUERIES)
+    assert all(txn_version(tmp_path / "past", q) is None for q in QUERIES)
 
 
 # -- 10. Rate limits ---------------------------------------------------------------------------
@@ -598,7 +595,7 @@ def _files_per_version(table: Path) -> dict[int, int]:
 def test_rate_limits_bound_batches_and_never_split_a_commit(limit: str, value: int, table_kind: str,
                                                             tmp_path: Path, history: list[pl.DataFrame]) -> None:
     silver = tmp_path / table_kind
-    write_commits(silver, history, **({"partition_by": ["origin_country"]} if table_kind == "partitioned" else {}))
+    append_commits(silver, history, **({"partition_by": ["origin_country"]} if table_kind == "partitioned" else {}))
     files = _files_per_version(silver)
     rows = {v: (f.height if f is not None else 0) for v, f in enumerate(read_delta_commits(str(silver)))}
     batches: list[tuple[int, int, int]] = []
@@ -607,7 +604,7 @@ def test_rate_limits_bound_batches_and_never_split_a_commit(limit: str, value: i
         prog = p.progress.last["country_stats"]  # type: ignore[attr-defined]
         batches.append((prog["sources"][0]["startOffset"], prog["sources"][0]["endOffset"], prog["numInputRows"]))
 
-    p = pipeline(write_config(tmp_path / "limit.toml", source={limit: value}), silver, tmp_path / "gold")
+    p = pipeline(write_config(tmp_path / "limit.toml", **{limit: value}), silver, tmp_path / "gold")
     p.start()
     p.replay(on_batch=record)
     assert [b[0] for b in batches] == [0] + [b[1] + 1 for b in batches[:-1]]  # contiguous, every commit once
@@ -630,8 +627,8 @@ def test_rate_limits_bound_batches_and_never_split_a_commit(limit: str, value: i
 
 def test_gold_with_mismatching_columns_is_refused(tmp_path: Path, history: list[pl.DataFrame]) -> None:
     as_float, as_double, gold = tmp_path / "float_silver", tmp_path / "double_silver", tmp_path / "gold"
-    write_commits(as_float, [f.with_columns(pl.col("altitude_meters").cast(pl.Float32)) for f in history[:8]])
-    write_commits(as_double, history[:8])
+    append_commits(as_float, [f.with_columns(pl.col("altitude_meters").cast(pl.Float32)) for f in history[:8]])
+    append_commits(as_double, history[:8])
     replay(EXAMPLE, as_float, gold)  # Gold's min/max_altitude are float (Spark keeps the input type)
     before = _gold_state(gold)
     proc = cli(EXAMPLE, as_double, gold)
@@ -650,10 +647,10 @@ def test_gold_with_mismatching_columns_is_refused(tmp_path: Path, history: list[
 def test_gold_of_another_application_is_refused_unless_allowed(tmp_path: Path,
                                                                history: list[pl.DataFrame]) -> None:
     silver, gold = tmp_path / "silver", tmp_path / "gold"
-    write_commits(silver, history[:10])
+    append_commits(silver, history[:10])
     replay(EXAMPLE, silver, gold, to_version=6)
     before = _gold_state(gold)
-    other = write_config(tmp_path / "other.toml", queries={"country_stats": {"app_id": "team-b-stats"}})
+    other = write_config(tmp_path / "other.toml", queries=seed_query_list(country_stats={"app_id": "team-b-stats"}))
     proc = cli(other, silver, gold)
     assert proc.returncode == 2
     assert (f"Gold table {gold}/country_stats (version {before['country_stats'][0]}) was written by application "
@@ -661,10 +658,11 @@ def test_gold_of_another_application_is_refused_unless_allowed(tmp_path: Path,
     assert "allow_foreign_gold = true" in proc.stderr and "set app_id to its application id" in proc.stderr
     assert _gold_state(gold) == before
     shared = write_config(tmp_path / "shared.toml",
-                          queries={"country_stats": {"app_id": "team-b-stats", "allow_foreign_gold": True}})
+                          queries=seed_query_list(country_stats={"app_id": "team-b-stats",
+                                                                 "allow_foreign_gold": True}))
     replay(shared, silver, gold)  # explicitly allowed: it writes under its own id
-    assert gold_version(gold, "country_stats", "team-b-stats") == 9
-    assert gold_version(gold, "country_stats") == 6  # the other stream's offsets are untouched
+    assert txn_version(gold, "country_stats", "team-b-stats") == 9
+    assert txn_version(gold, "country_stats") == 6  # the other stream's offsets are untouched
 
 
 # -- the same errors on S3 -------------------------------------------------------------------
@@ -681,8 +679,7 @@ def test_on_s3_a_missing_table_and_a_damaged_file_are_named(s3_server: object, t
     proc = cli(EXAMPLE, silver, gold, env=env)
     assert proc.returncode == 2 and f"Silver table {silver} does not exist" in proc.stderr
     opts = s3_server.deltalake_storage_options()  # type: ignore[attr-defined]
-    for f in history[:8]:
-        write_deltalake(silver, f.to_arrow(), mode="append", storage_options=opts)
+    append_commits(silver, history[:8], storage_options=opts)
     fs = s3fs.S3FileSystem(**s3_server.s3fs_kwargs())  # type: ignore[attr-defined]
     log = fs.cat_file(f"{silver[5:]}/_delta_log/{5:020d}.json").decode()
     path = next(json.loads(line)["add"]["path"] for line in log.splitlines() if '"add"' in line)
@@ -690,4 +687,4 @@ def test_on_s3_a_missing_table_and_a_damaged_file_are_named(s3_server: object, t
     proc = cli(EXAMPLE, silver, gold, env=env)
     assert proc.returncode == 2
     assert f"cannot read data file {silver}/{path} of Silver version 5: it is corrupt or truncated" in proc.stderr
-    assert all(gold_version(gold, q) is None for q in QUERIES)
+    assert all(txn_version(gold, q) is None for q in QUERIES)

@@ -34,7 +34,7 @@ from typing import Any
 import polars as pl
 import pytest
 import s3fs
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
 from gold_compare import assert_gold_equal
@@ -43,9 +43,14 @@ from goldstream.retry import Backoff, classify
 from goldstream.runner import Pipeline
 from goldstream.storage import Storage, fs_path
 from goldstream.demo.synth import DEFAULT_START, synth_commit_frames
-from helpers import QUERIES, conformance_cases, read_gold
+from conformance_cases import conformance_cases
 from s3server import S3Server, S3ServerError
-from stream_helpers import ROOT, FastSilver, Proc, cli_env, seed_queries, wait_until, write_config
+from stream_helpers import Proc, wait_caught_up, wait_until
+from testsupport import ROOT
+from testsupport.config import QUERIES, seed_queries, write_config
+from testsupport.gold import read_gold
+from testsupport.process import cli_env, goldstream_argv
+from testsupport.silver import DeltaAppender, append_commits, fast_silver
 
 pytestmark = pytest.mark.s3
 
@@ -84,25 +89,12 @@ def _env(s3: S3Server, **extra: str) -> dict[str, str]:
 
 
 def _cli(args: list[str], env: dict[str, str], timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "goldstream", *args], cwd=ROOT, env=env,
+    return subprocess.run(goldstream_argv(*args), cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
-def _txn(s3: S3Server, gold: str, app_id: str) -> int:
-    try:
-        v = DeltaTable(gold, storage_options=s3.deltalake_storage_options()).transaction_version(app_id)
-    except Exception:  # noqa: BLE001 - no table yet
-        return -1
-    return -1 if v is None else int(v)
-
-
 def _wait_caught_up(s3: S3Server, proc: Proc, gold_root: str, queries: list[str], version: int) -> None:
-    def done() -> bool:
-        seen = proc.processed_through()
-        return all(seen.get(q, -1) >= version or _txn(s3, f"{gold_root}/{q}", f"goldstream-{q}") >= version
-                   for q in queries)
-
-    wait_until(done, f"run to process Silver through version {version}", proc, interval=0.3)
+    wait_caught_up(proc, gold_root, queries, version, s3.deltalake_storage_options(), interval=0.3)
 
 
 def _reference(s3: S3Server, tmp: Path, silver: str, queries: list[dict[str, Any]]) -> Path:
@@ -149,10 +141,7 @@ def _assert_no_secret(secret: str, texts: dict[str, str | bytes]) -> None:
 
 def _small_silver(tmp: Path, commits: int, rows: int, seed: int) -> tuple[Path, list[pl.DataFrame]]:
     frames = list(synth_commit_frames(commits, rows, seed=seed))
-    table = FastSilver(tmp / f"silver-{seed}", frames[0])
-    for f in frames:
-        table.append(f)
-    return table.path, frames
+    return fast_silver(tmp / f"silver-{seed}", frames).path, frames
 
 
 def _late_queries(late_root: str, names: list[str] = list(QUERIES)) -> list[dict[str, Any]]:
@@ -216,7 +205,7 @@ def test_run_sigkilled_on_s3_equals_one_replay(s3_server: S3Server, tmp_path: Pa
     queries = _late_queries(f"{prefix}/late")
     cfg = write_config(tmp_path / "run.toml", silver, gold, queries, max_commits_per_batch=8)
     env = _env(s3_server, GOLDSTREAM_SOURCE__POLL_INTERVAL="0.1s")
-    writer = subprocess.Popen([sys.executable, str(ROOT / "tests" / "silver_writer.py"), silver, "--seed", "17",
+    writer = subprocess.Popen([sys.executable, "-m", "testsupport.silver_writer", silver, "--seed", "17",
                                "--rows", "40", "--pace", "0.2"], env=env, cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     rng = random.Random(2024)
@@ -298,11 +287,11 @@ def test_two_run_daemons_on_one_s3_gold_one_owner(s3_server: S3Server, tmp_path:
     try:
         wait_until(lambda: all("Silver version" in p.stdout() or p.poll() is not None for p in procs),
                    "both instances to open Gold")
-        dt = DeltaTable(silver, storage_options=opts)
+        writer = DeltaAppender(silver, opts)
         frames = synth_commit_frames(200, 40, seed=9, start=DEFAULT_START + timedelta(seconds=10 * 40))
         while all(p.poll() is None for p in procs):
-            assert dt.version() < 200, "both instances kept running: no fencing"
-            write_deltalake(dt, next(frames).to_arrow(), mode="append")
+            assert writer.version < 200, "both instances kept running: no fencing"
+            writer.append(next(frames))
             time.sleep(0.05)
         loser = next(p for p in procs if p.poll() is not None)
         winner = next(p for p in procs if p is not loser)
@@ -357,10 +346,9 @@ def test_s3_outage_during_run_is_retried_and_gold_equals_uninterrupted(own_s3: S
         assert proc.poll() is None, f"goldstream exited during the outage:\n{proc.describe()}"
         s3.start()  # same data dir and ports; returns once writes work again
         # Silver goes on growing once the store is back: the daemon tails it
-        dt = DeltaTable(silver, storage_options=s3.deltalake_storage_options())
-        for frame in synth_commit_frames(5, 300, seed=32, start=DEFAULT_START + timedelta(seconds=10 * 40)):
-            write_deltalake(dt, frame.to_arrow(), mode="append")
-        _wait_caught_up(s3, proc, gold, list(QUERIES), dt.version())
+        frames = synth_commit_frames(5, 300, seed=32, start=DEFAULT_START + timedelta(seconds=10 * 40))
+        last = append_commits(silver, frames, s3.deltalake_storage_options())
+        _wait_caught_up(s3, proc, gold, list(QUERIES), last)
         proc.signal(signal.SIGTERM)
         assert proc.wait() == 0, proc.describe()
     finally:

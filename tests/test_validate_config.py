@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from helpers import goldstream
+from testsupport.process import goldstream
 
 
 def test_example_config_is_valid(example_config: Path) -> None:
