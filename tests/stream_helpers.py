@@ -13,7 +13,9 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Protocol
+
+import polars as pl
 
 from deltalake import DeltaTable
 
@@ -126,6 +128,26 @@ def wait_until(cond: Callable[[], bool], what: str, proc: Proc | None = None, ti
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}" + (f":\n{proc.describe()}" if proc else ""))
         time.sleep(interval)
+
+
+class GrowingSilver(Protocol):
+    version: int
+
+    def append(self, frame: pl.DataFrame) -> int: ...
+
+
+def grow_until_one_stops(procs: list[Proc], silver: GrowingSilver, frames: Iterator[pl.DataFrame],
+                         limit: int) -> tuple[Proc, Proc]:
+    """Two instances of one query: once both opened Gold, keep Silver growing (both have to
+    commit new windows) until one of them exits; (the one still running, the one that exited)."""
+    wait_until(lambda: all("Silver version" in p.stdout() or p.poll() is not None for p in procs),
+               "both instances to open Gold")
+    while all(p.poll() is None for p in procs):
+        assert silver.version < limit, "both instances kept running: no fencing"
+        silver.append(next(frames))
+        time.sleep(0.05)
+    loser = next(p for p in procs if p.poll() is not None)
+    return next(p for p in procs if p is not loser), loser
 
 
 def wait_caught_up(proc: Proc, gold_root: Path | str, queries: list[str], version: int,

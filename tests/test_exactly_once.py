@@ -36,7 +36,15 @@ from goldstream.runner import Pipeline
 from goldstream.storage import Storage
 from goldstream.demo.synth import DEFAULT_START, synth_commit_frames
 from reference import read_delta_commits, reference_gold
-from stream_helpers import Proc, data_files, log_versions, orphan_files, wait_caught_up, wait_until
+from stream_helpers import (
+    Proc,
+    data_files,
+    grow_until_one_stops,
+    log_versions,
+    orphan_files,
+    wait_caught_up,
+    wait_until,
+)
 from testsupport import ROOT
 from testsupport.config import QUERIES, seed_queries, write_config
 from testsupport.gold import read_gold, txn_version
@@ -344,16 +352,8 @@ def test_two_run_daemons_started_together_one_owner(tmp_path: Path, gold_exists:
     procs = [Proc(["run", "--config", str(cfg), "--http-port", "0"], tmp_path / "logs", f"run{i}",
                   env=cli_env(**FAST_POLL)) for i in range(2)]
     try:
-        # once both are up, keep Silver growing until one gives up: both have to commit new windows
-        wait_until(lambda: all("Silver version" in p.stdout() or p.poll() is not None for p in procs),
-                   "both instances to open Gold")
-        frames = iter(synth_commit_frames(400, 40, seed=9, start=_after(table)))
-        while all(p.poll() is None for p in procs):
-            assert table.version < 400, "both instances kept running: no fencing"
-            table.append(next(frames))
-            time.sleep(0.05)
-        loser = next(p for p in procs if p.poll() is not None)
-        winner = next(p for p in procs if p is not loser)
+        frames = synth_commit_frames(400, 40, seed=9, start=_after(table))
+        winner, loser = grow_until_one_stops(procs, table, frames, limit=400)
         assert loser.wait() == 3, loser.describe()
         assert "another instance owns query 'country_stats'" in loser.stderr()
         assert "no duplicate rows" in loser.stderr()

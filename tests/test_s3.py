@@ -45,9 +45,9 @@ from goldstream.storage import Storage, fs_path
 from goldstream.demo.synth import DEFAULT_START, synth_commit_frames
 from conformance_cases import conformance_cases
 from s3server import S3Server, S3ServerError
-from stream_helpers import Proc, wait_caught_up, wait_until
+from stream_helpers import Proc, grow_until_one_stops, wait_caught_up, wait_until
 from testsupport import ROOT
-from testsupport.config import QUERIES, seed_queries, write_config
+from testsupport.config import QUERIES, example_doc, seed_queries, write_config
 from testsupport.gold import read_gold
 from testsupport.process import cli_env, goldstream_argv
 from testsupport.silver import DeltaAppender, append_commits, fast_silver
@@ -276,25 +276,17 @@ def test_two_run_daemons_on_one_s3_gold_one_owner(s3_server: S3Server, tmp_path:
     local, _ = _small_silver(tmp_path, 40, 40, seed=8)
     _upload(s3_server, local, silver)
     queries = _late_queries(f"{prefix}/late", ["country_stats"])
-    cfg = write_config(tmp_path / "c.toml", silver, gold, queries, max_commits_per_batch=2)
-    with cfg.open("a") as fh:  # non-secret overrides only: credentials stay in the environment
-        fh.write(f'\n[storage]\nendpoint = "{s3_server.endpoint}"\nregion = "{s3_server.region}"\nallow_http = true\n')
+    doc = example_doc()  # non-secret [storage] overrides only: credentials stay in the environment
+    doc["storage"] = {"endpoint": s3_server.endpoint, "region": s3_server.region, "allow_http": True}
+    cfg = write_config(tmp_path / "c.toml", silver, gold, queries, doc=doc, max_commits_per_batch=2)
     env = {k: v for k, v in _env(s3_server, GOLDSTREAM_SOURCE__POLL_INTERVAL="0.05s").items()
            if k not in ("AWS_ENDPOINT_URL", "AWS_ALLOW_HTTP", "AWS_REGION", "AWS_DEFAULT_REGION")}
     procs = [Proc(["run", "--config", str(cfg), "--http-port", "0"], tmp_path / "logs", f"run{i}", env=env)
              for i in range(2)]
     opts = s3_server.deltalake_storage_options()
     try:
-        wait_until(lambda: all("Silver version" in p.stdout() or p.poll() is not None for p in procs),
-                   "both instances to open Gold")
-        writer = DeltaAppender(silver, opts)
         frames = synth_commit_frames(200, 40, seed=9, start=DEFAULT_START + timedelta(seconds=10 * 40))
-        while all(p.poll() is None for p in procs):
-            assert writer.version < 200, "both instances kept running: no fencing"
-            writer.append(next(frames))
-            time.sleep(0.05)
-        loser = next(p for p in procs if p.poll() is not None)
-        winner = next(p for p in procs if p is not loser)
+        winner, loser = grow_until_one_stops(procs, DeltaAppender(silver, opts), frames, limit=200)
         assert loser.wait() == 3, loser.describe()
         assert "another instance owns query 'country_stats'" in loser.stderr()
         final = DeltaTable(silver, storage_options=opts).version()
