@@ -23,7 +23,6 @@ import multiprocessing
 import resource
 import shutil
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,8 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.inputs import SilverSpec, ensure_silver  # noqa: E402
-from benchmarks.measure import Measured, check, child_env, goldstream_argv, run  # noqa: E402
+from benchmarks.measure import Measured, check, run  # noqa: E402
 from benchmarks.run import CONFIG, machine  # noqa: E402
+from testsupport.config import example_doc, seed_queries  # noqa: E402
+from testsupport.process import cli_env, goldstream_argv  # noqa: E402
 
 # One C call of the generator cannot draw more than ~1 M rows, so the big commit is
 # built from pieces of this size and written by a single Delta append.
@@ -43,7 +44,7 @@ def main() -> int:
     args = _parse()
     args.workdir.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    defaults = tomllib.loads(CONFIG.read_text())
+    defaults = example_doc()
     big_rows = args.big_commit_rows or defaults["source"]["max_rows_per_batch"]
     results: dict[str, Any] = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine()}
 
@@ -97,9 +98,9 @@ def _in_own_process(fn: Callable[..., Any], *args: Any) -> None:
 def _one_commit_silver(path: Path, rows: int) -> None:
     """A Silver table of exactly one commit of `rows` rows (regenerated every run)."""
     import polars as pl
-    from deltalake import write_deltalake
 
     from goldstream.demo.synth import synth_commit_frames
+    from testsupport.silver import append_commits
 
     shutil.rmtree(path, ignore_errors=True)
     pieces: list[pl.DataFrame] = []
@@ -109,12 +110,12 @@ def _one_commit_silver(path: Path, rows: int) -> None:
             break
         pieces.append(frame.head(rows - have))
         have += pieces[-1].height
-    write_deltalake(str(path), pl.concat(pieces).to_arrow(), mode="append")
+    append_commits(path, [pl.concat(pieces)])
 
 
 def _many_queries(count: int) -> dict[str, str]:
     """GOLDSTREAM_QUERIES: the seed queries repeated under their own names, `count` in all."""
-    seeds = tomllib.loads(CONFIG.read_text())["queries"]
+    seeds = list(seed_queries().values())
     queries = [{**seeds[i % len(seeds)], "name": f"{seeds[i % len(seeds)]['name']}_{i:02d}"} for i in range(count)]
     return {"GOLDSTREAM_QUERIES": json.dumps(queries)}
 
@@ -122,7 +123,7 @@ def _many_queries(count: int) -> dict[str, str]:
 def _replay(config: Path, silver: Path, gold: Path, env: dict[str, str] | None = None) -> Measured:
     shutil.rmtree(gold, ignore_errors=True)
     return check(run(goldstream_argv("replay", "--config", str(config), "--silver", str(silver),
-                                     "--gold-root", str(gold), "--json"), env=child_env(env)), "goldstream replay")
+                                     "--gold-root", str(gold), "--json"), env=cli_env(**(env or {}))), "goldstream replay")
 
 
 def _figures(m: Measured) -> dict[str, Any]:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from testsupport.process import goldstream
+
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
@@ -518,10 +520,7 @@ class _Health(ThreadingHTTPServer):
 
 
 def _healthcheck(config: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("GOLDSTREAM_")}
-    return subprocess.run([sys.executable, "-m", "goldstream", "healthcheck", "--config", str(config)],
-                          capture_output=True, text=True, timeout=120, cwd=REPO,
-                          env={**clean, "PYTHONPATH": str(REPO), **env})
+    return goldstream("healthcheck", "--config", str(config), env=env, timeout=120, check=False)
 
 
 def _config_with_port(tmp_path: Path, port: int) -> Path:
@@ -552,10 +551,7 @@ def test_healthcheck_follows_the_configured_port(tmp_path: Path) -> None:
 def test_container_without_configuration_refuses_to_start(tmp_path: Path) -> None:
     """The image's CMD with nothing mounted exits 2 naming the file and how to mount it."""
     missing = tmp_path / "etc" / "goldstream" / "config.toml"
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("GOLDSTREAM_")}
-    proc = subprocess.run([sys.executable, "-m", "goldstream", "run", "--config", str(missing)],
-                          capture_output=True, text=True, timeout=120, cwd=REPO,
-                          env={**clean, "PYTHONPATH": str(REPO)})
+    proc = goldstream("run", "--config", str(missing), timeout=120, check=False)
     assert proc.returncode == 2
     assert f"configuration file {missing} does not exist" in proc.stderr
     assert f"mount it at {missing}" in proc.stderr and "ConfigMap" in proc.stderr
