@@ -14,11 +14,11 @@ from datetime import timedelta
 
 from goldstream.config import load_settings
 from goldstream.sink.definition import definition, fingerprint
-from stream_helpers import ROOT
+from testsupport.config import EXAMPLE_CONFIG
 
 
 def test_seed_query_identity_is_stable() -> None:
-    queries = {q.name: q for q in load_settings(ROOT / "config.example.toml").queries}
+    queries = {q.name: q for q in load_settings(EXAMPLE_CONFIG).queries}
     stats = queries["country_stats"]
     assert json.dumps(definition(stats), sort_keys=True) == (
         '{"aggregates": [{"fn": "count", "name": "flight_count"}, {"column": "altitude_meters", "fn": "avg", '
