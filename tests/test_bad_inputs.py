@@ -13,17 +13,16 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
-from silver_cases import frames, replay, write_commits
-from stream_helpers import cli_env, seed_queries, write_config
-
-QUERIES = ("country_stats", "country_anomalies")
+from silver_cases import frames, replay
+from testsupport.config import QUERIES, seed_queries, write_config
+from testsupport.process import cli_env, goldstream_argv
+from testsupport.silver import append_commits
 SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
 
 
@@ -42,7 +41,7 @@ class Workspace:
         `text` edits the TOML text (for what a dict cannot express), `source` sets [source] fields."""
         path = self.root / "bad.toml"
         write_config(path, self.silver if silver is None else silver, self.gold if gold_root is None else gold_root,
-                     list(seed_queries().values()) if queries is None else queries, **source)
+                     queries, **source)
         if text is not None:
             path.write_text(text(path.read_text()))
         return str(path)
@@ -246,8 +245,8 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small Silver (4 commits) and its Gold, replayed once; each case gets a copy."""
     root = tmp_path_factory.mktemp("template")
     silver, gold = root / "silver", root / "gold"
-    write_commits(silver, frames(4, rows=50))
-    replay(write_config(root / "seed.toml", silver, gold, list(seed_queries().values())), silver, gold)
+    append_commits(silver, frames(4, rows=50))
+    replay(write_config(root / "seed.toml", silver, gold), silver, gold)
     (root / "seed.toml").unlink()
     (root / "gold_link").symlink_to("gold")
     return root
@@ -263,7 +262,7 @@ def test_bad_input_is_refused_with_a_message(name: str, template: Path, tmp_path
     ws = Workspace(tmp_path / "ws", template)
     args, env = case.build(ws)
     before, at_root = ws.snapshot(), {q: Path("/", q).exists() for q in QUERIES}
-    proc = subprocess.run([sys.executable, "-m", "goldstream", *args], capture_output=True, text=True,
+    proc = subprocess.run(goldstream_argv(*args), capture_output=True, text=True,
                           env=cli_env(**env), cwd=ws.root, timeout=120)
     out = proc.stdout + proc.stderr
     assert proc.returncode == case.code, out[-3000:]

@@ -1,5 +1,5 @@
-"""goldstream configs as tests and benchmarks write them: config.example.toml (whose two
-queries are the seed queries) with fields replaced, dumped back to TOML.
+"""goldstream configs as tests and benchmarks write them: the seed queries (the two
+queries of config.example.toml) or others, with settings replaced, dumped to TOML.
 
 The seed queries are read from config.example.toml, never retyped, so every test and
 benchmark follows the example when it changes.
@@ -39,10 +39,12 @@ def seed_query_list(**changes: dict[str, Any]) -> list[dict[str, Any]]:
 def write_config(path: Path, silver: Path | str | None = None, gold_root: Path | str | None = None,
                  queries: list[dict[str, Any]] | None = None, *, doc: dict[str, Any] | None = None,
                  **source: Any) -> Path:
-    """Write a config: `doc` (default: config.example.toml) with `source` fields merged into
-    [source], the Silver path and Gold root when given, and `queries` (whole query tables;
-    default: the document's own). The health server is off: tests never bind a fixed port."""
-    doc = doc if doc is not None else example_doc()
+    """Write a config: `doc` (default: the seed queries, every setting at its default) with
+    `source` fields merged into [source], the Silver path and Gold root when given, and
+    `queries` (whole query tables) replacing the document's. The health server is off:
+    tests never bind a fixed port."""
+    if doc is None:
+        doc = {"log_level": "INFO", "source": {}, "sink": {}, "server": {}, "queries": seed_query_list()}
     doc["source"] = {**doc.get("source", {}), **source, **({"path": str(silver)} if silver is not None else {})}
     if gold_root is not None:
         doc["sink"] = {**doc.get("sink", {}), "gold_root": str(gold_root)}
