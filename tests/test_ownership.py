@@ -25,18 +25,12 @@ import polars as pl
 import pytest
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 
-from helpers import QUERIES, read_gold
-from silver_cases import (
-    EXAMPLE,
-    assert_gold_complete,
-    cli,
-    frames,
-    gold_version,
-    replay,
-    write_commits,
-    write_config,
-)
-from stream_helpers import Proc, cli_env, wait_caught_up, wait_until
+from silver_cases import EXAMPLE, assert_gold_complete, cli, frames, replay
+from stream_helpers import Proc, wait_caught_up, wait_until
+from testsupport.config import QUERIES, seed_query_list, write_config
+from testsupport.gold import read_gold, txn_version
+from testsupport.process import cli_env
+from testsupport.silver import append_commits
 
 RETENTION = "delta.setTransactionRetentionDuration"
 
@@ -58,12 +52,12 @@ def _no_traceback(proc: Any) -> None:
 
 
 def _late_config(tmp_path: Path, late: Path | str, name: str = "late.toml") -> Path:
-    return write_config(tmp_path / name, queries={"country_stats": {"late_sink": str(late)}})
+    return write_config(tmp_path / name, queries=seed_query_list(country_stats={"late_sink": str(late)}))
 
 
 def test_late_table_is_created_tagged(tmp_path: Path, history: list[pl.DataFrame]) -> None:
     silver, gold, late = tmp_path / "silver", tmp_path / "gold", tmp_path / "late"
-    write_commits(silver, history)
+    append_commits(silver, history)
     replay(_late_config(tmp_path, late), silver, gold)
     dt = DeltaTable(str(late))
     assert read_gold(late).height > 0
@@ -78,10 +72,10 @@ def test_late_sink_on_a_table_it_does_not_own_is_refused(target: str, tmp_path: 
     """Tables of another configuration (the config-level check only sees its own paths)."""
     silver, gold = tmp_path / "silver", tmp_path / "gold"
     other_silver, other_gold, other_late = tmp_path / "s2", tmp_path / "g2", tmp_path / "l2"
-    write_commits(silver, history[:10])
-    write_commits(other_silver, history[:10])
-    other = write_config(tmp_path / "other.toml", queries={"country_stats": {"late_sink": str(other_late),
-                                                                               "app_id": "team-b"}})
+    append_commits(silver, history[:10])
+    append_commits(other_silver, history[:10])
+    other = write_config(tmp_path / "other.toml",
+                         queries=seed_query_list(country_stats={"late_sink": str(other_late), "app_id": "team-b"}))
     replay(other, other_silver, other_gold)
     assert read_gold(other_late).height > 0
     table = {"other-silver": other_silver, "other-gold": other_gold / "country_anomalies",
@@ -98,7 +92,7 @@ def test_late_sink_on_a_table_it_does_not_own_is_refused(target: str, tmp_path: 
 def test_untagged_late_table_of_an_earlier_goldstream_is_adopted(tmp_path: Path,
                                                                  history: list[pl.DataFrame]) -> None:
     silver, gold, late = tmp_path / "silver", tmp_path / "gold", tmp_path / "late"
-    write_commits(silver, history)
+    append_commits(silver, history)
     config = _late_config(tmp_path, late)
     replay(config, silver, gold, to_version=9)
     rows = read_gold(late)
@@ -131,14 +125,15 @@ def _short_retention(table: Path) -> None:
 def test_offsets_hidden_by_a_short_retention_are_kept(allow_foreign: bool, tmp_path: Path,
                                                       history: list[pl.DataFrame]) -> None:
     silver, gold, late = tmp_path / "silver", tmp_path / "gold", tmp_path / "late"
-    write_commits(silver, history)
-    config = write_config(tmp_path / "c.toml", queries={q: {"allow_foreign_gold": allow_foreign} for q in QUERIES}
-                          | {"country_stats": {"allow_foreign_gold": allow_foreign, "late_sink": str(late)}})
+    append_commits(silver, history)
+    foreign = {q: {"allow_foreign_gold": allow_foreign} for q in QUERIES}
+    foreign["country_stats"]["late_sink"] = str(late)
+    config = write_config(tmp_path / "c.toml", queries=seed_query_list(**foreign))
     replay(config, silver, gold, to_version=9)
     for table in (gold / "country_stats", gold / "country_anomalies", late):
         _short_retention(table)
     time.sleep(1.5)  # a stop longer than the retention: delta-rs hides the offsets now
-    assert DeltaTable(str(gold / "country_stats")).transaction_version("goldstream-country_stats") is None
+    assert txn_version(gold, "country_stats") is None
     proc = cli(config, silver, gold)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "so that they never expire" in proc.stdout + proc.stderr
@@ -155,8 +150,9 @@ def test_offsets_hidden_by_a_short_retention_are_kept(allow_foreign: bool, tmp_p
 def test_commits_of_the_query_without_offsets_are_never_reprocessed(allow_foreign: bool, tmp_path: Path,
                                                                    history: list[pl.DataFrame]) -> None:
     silver, gold = tmp_path / "silver", tmp_path / "gold"
-    write_commits(silver, history)
-    config = write_config(tmp_path / "c.toml", queries={q: {"allow_foreign_gold": allow_foreign} for q in QUERIES})
+    append_commits(silver, history)
+    config = write_config(tmp_path / "c.toml",
+                          queries=seed_query_list(**{q: {"allow_foreign_gold": allow_foreign} for q in QUERIES}))
     replay(config, silver, gold, to_version=9)
     table = gold / "country_stats"
     _short_retention(table)
@@ -202,7 +198,7 @@ def _tamper(op: str, table: Path, history: list[pl.DataFrame]) -> None:
 def test_gold_changed_by_another_writer_stops_the_query(op: str, found: str, tmp_path: Path,
                                                         history: list[pl.DataFrame]) -> None:
     silver, gold = tmp_path / "silver", tmp_path / "gold"
-    write_commits(silver, history)
+    append_commits(silver, history)
     replay(EXAMPLE, silver, gold, to_version=9)
     table = gold / "country_stats"
     _tamper(op, table, history)
@@ -217,7 +213,7 @@ def test_gold_changed_by_another_writer_stops_the_query(op: str, found: str, tmp
 
 def test_optimize_and_allowed_foreign_appends_are_fine(tmp_path: Path, history: list[pl.DataFrame]) -> None:
     silver, gold = tmp_path / "silver", tmp_path / "gold"
-    write_commits(silver, history)
+    append_commits(silver, history)
     replay(EXAMPLE, silver, gold, to_version=9)
     table = gold / "country_stats"
     dt = DeltaTable(str(table))
@@ -228,8 +224,8 @@ def test_optimize_and_allowed_foreign_appends_are_fine(tmp_path: Path, history: 
 
     foreign = read_gold(table).head(2)
     write_deltalake(str(table), foreign.to_arrow(), mode="append")
-    write_commits(silver, history[:2])
-    allowed = write_config(tmp_path / "allowed.toml", queries={"country_stats": {"allow_foreign_gold": True}})
+    append_commits(silver, history[:2])
+    allowed = write_config(tmp_path / "allowed.toml", queries=seed_query_list(country_stats={"allow_foreign_gold": True}))
     proc = cli(allowed, silver, gold)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -244,11 +240,11 @@ def _run(tmp_path: Path, silver: Path, gold: Path) -> Proc:
 def test_gold_deleted_or_rewritten_while_run_runs_stops_it(op: str, tmp_path: Path,
                                                            history: list[pl.DataFrame]) -> None:
     silver, gold = tmp_path / "silver", tmp_path / "gold"
-    write_commits(silver, history[:8])
+    append_commits(silver, history[:8])
     proc = _run(tmp_path, silver, gold)
     try:
         wait_caught_up(proc, gold, list(QUERIES), 7)
-        wait_until(lambda: (gold_version(gold, "country_stats") or -1) >= 0, "a Gold commit", proc)
+        wait_until(lambda: (txn_version(gold, "country_stats") or -1) >= 0, "a Gold commit", proc)
         table = gold / "country_stats"
         if op == "overwrite-empty":
             _tamper(op, table, history)
@@ -258,7 +254,7 @@ def test_gold_deleted_or_rewritten_while_run_runs_stops_it(op: str, tmp_path: Pa
             if op == "replaced":
                 for _ in range(40):
                     write_deltalake(str(table), schema.to_arrow(), mode="append")
-        write_commits(silver, history[8:])
+        append_commits(silver, history[8:])
         rc = proc.wait()
     finally:
         proc.signal(signal.SIGKILL)
@@ -281,8 +277,8 @@ def test_a_commit_that_landed_although_reported_failed_is_found_however_far_back
     from goldstream.sink.committer import Committer
 
     silver, gold = tmp_path / "silver", tmp_path / "gold"
-    write_commits(silver, history)
-    config = write_config(tmp_path / "c.toml", queries={"country_stats": {"allow_foreign_gold": True}})
+    append_commits(silver, history)
+    config = write_config(tmp_path / "c.toml", queries=seed_query_list(country_stats={"allow_foreign_gold": True}))
     real = Committer._append
     landed_late = []
 
@@ -309,7 +305,7 @@ def test_a_commit_that_lands_after_the_rebuild_is_this_instance_s_own(
     from goldstream.sink.committer import Committer
 
     silver, gold = tmp_path / "silver", tmp_path / "gold"
-    write_commits(silver, history)
+    append_commits(silver, history)
     real_append, real_audit = Committer._append, Committer.start_audit
     pending: list[tuple[str, Any, CommitProperties]] = []
 
