@@ -49,13 +49,13 @@ class Stream:
         Stream as of each query's last Gold commit (what came after is processed again)."""
         carried = carried or {}
         source.open()
-        assert source.plan is not None
         runs = []
         for q in settings.queries:
-            sink = GoldSink(settings.gold_path(q), q, gold_schema(q, source.plan), storage)
+            types = source.engine_types(q, settings.gold_path(q))
+            sink = GoldSink(settings.gold_path(q), q, gold_schema(q, types), storage)
             offsets = sink.open(create=False, repair=not dry_run)
             skew = settings.max_event_time_skew(q)
-            engine = WindowedAggregation(q, input_schema=source.plan.polars_schema(),
+            engine = WindowedAggregation(q, input_schema=types,
                                          keep_late_rows=q.late_sink is not None,
                                          max_event_time_skew_us=None if skew is None else to_us(skew),
                                          event_clock=EventClock.build(q, None if offsets is None else offsets.watermark_us))
@@ -67,7 +67,7 @@ class Stream:
                          q.name, offsets.version, fmt_us(offsets.watermark_us), offsets.low_version)
             else:
                 starting = from_version if from_version is not None else settings.source.starting_version
-                start = source.resolve_start(starting)  # before creating Gold: may refuse
+                start = source.resolve_start(starting).version  # before creating Gold: may refuse
                 if not dry_run:
                     sink.open(create=True)
                 run = QueryRun(q, engine, sink, progress, start, start - 1, start - 1, dry_run=dry_run)

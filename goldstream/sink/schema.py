@@ -7,9 +7,8 @@ import pyarrow as pa
 
 from goldstream.config import QuerySpec
 from goldstream.engine.aggregates import gold_frame_schema
-from goldstream.source.schema import ReadPlan
 
 
-def gold_schema(query: QuerySpec, plan: ReadPlan) -> pa.Schema:
-    empty = pl.DataFrame(schema=gold_frame_schema(query, plan.polars_schema()))
+def gold_schema(query: QuerySpec, input_schema: dict[str, pl.DataType]) -> pa.Schema:
+    empty = pl.DataFrame(schema=gold_frame_schema(query, input_schema))
     return empty.to_arrow(compat_level=pl.CompatLevel.oldest()).schema

@@ -33,7 +33,16 @@ from goldstream.durations import format_duration, to_us
 from goldstream.errors import SourceError
 from goldstream.retry import classify
 from goldstream.source.delta_log import AddedFile, Commit, parse_commit
-from goldstream.source.schema import ReadPlan, check_protocol, plan_reads
+from goldstream.source.schema import (
+    ReadPlan,
+    check_change,
+    check_gold_types,
+    check_protocol,
+    plan_reads,
+    polars_type,
+    typed_by_silver,
+    widens,
+)
 from goldstream.storage import Storage, fs_path, is_remote, join
 
 log = logging.getLogger(__name__)
@@ -42,13 +51,33 @@ _WAYS_OUT = ("Ways out: restore it (backup, object-store versioning), or start t
              "later version (starting_version) under a new query name or gold_path, accepting that the "
              "rows in between are not aggregated. goldstream never skips Silver data silently.")
 _COMMIT_FILE = re.compile(r"(\d{20})\.json$")
+# a checkpoint: classic, multi-part (part i of n) or v2 (uuid-named, parquet or json)
+_CHECKPOINT_FILE = re.compile(r"(\d{20})\.checkpoint(?:\.(\d{10})\.(\d{10}))?(?:\.[0-9a-fA-F-]{36})?\.(?:parquet|json)$")
 _FILE = "__file"  # source file path of a row, while a batch is read
 _T = TypeVar("_T")
+# Widened columns are read at the table's (wider) type; event times stored by other writers
+# as INT96 (ns), TIMESTAMP_MILLIS or without the UTC annotation are read as µs UTC, as Spark does.
 _CAST = pl.ScanCastOptions(
     integer_cast="upcast",
     float_cast="upcast",
-    datetime_cast=["nanosecond-downcast", "convert-timezone"],
+    datetime_cast=["nanosecond-downcast", "millisecond-upcast", "convert-timezone"],
 )
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where a query that has never committed starts reading Silver, as resolved once.
+
+    `version` is the first version read. With `snapshot`, that version is read as the
+    table's snapshot at it (every file live then, as one commit: Spark's initial snapshot),
+    which is how 'earliest' starts on a log cleaned up to a checkpoint. Passing a Start back
+    to `resolve_start` reads the same start again, whatever the log holds by then."""
+
+    version: int
+    snapshot: bool = False
+
+    def __str__(self) -> str:
+        return f"the snapshot at Silver version {self.version}" if self.snapshot else f"Silver version {self.version}"
 
 
 @dataclass
@@ -117,6 +146,9 @@ class SilverSource:
         self.plan: ReadPlan | None = None  # as of the commit being read
         self.current_plan: ReadPlan | None = None  # as of the table's version at open()
         self.opened_version = -1
+        self._next_version: int | None = None  # the version after the last one read
+        # Silver columns whose type is a Gold column's, at the type Gold has them (engine_types)
+        self._gold_types: dict[str, pl.DataType] = {}
         self._snapshot_version: int | None = None  # 'earliest' on a log cleaned up to a checkpoint
         self._pending: dict[int, Commit] = {}
         self._gap_checked: int | None = None
@@ -230,41 +262,64 @@ class SilverSource:
         return None
 
     def _list_versions(self) -> list[int]:
+        return self._list_log()[0]
+
+    def _list_log(self) -> tuple[list[int], list[int]]:
+        """The versions of the commit files and of the complete checkpoints in the log (a
+        multi-part checkpoint with a part missing, e.g. still being written, is not one)."""
         self.fs.invalidate_cache(self.log_dir)  # s3fs caches listings; the log keeps growing
-        return sorted(int(m.group(1)) for p in self.fs.ls(self.log_dir, detail=False)
-                      if (m := _COMMIT_FILE.search(p)))
+        commits: list[int] = []
+        parts: dict[tuple[int, int], set[int]] = {}
+        for p in self.fs.ls(self.log_dir, detail=False):
+            if m := _COMMIT_FILE.search(p):
+                commits.append(int(m.group(1)))
+            elif m := _CHECKPOINT_FILE.search(p):
+                part, of = (int(m.group(2)), int(m.group(3))) if m.group(2) else (1, 1)
+                parts.setdefault((int(m.group(1)), of), set()).add(part)
+        checkpoints = {v for (v, of), got in parts.items() if len(got) == of}
+        return sorted(commits), sorted(checkpoints)
+
+    def _last_checkpoint(self) -> int | None:
+        """The version `_last_checkpoint` names: a hint, which a writer updates while it
+        checkpoints; only what the listing shows is trusted."""
+        try:
+            return int(json.loads(self.fs.cat_file(join(self.log_dir, "_last_checkpoint")))["version"])
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return None
 
     def latest_version(self) -> int | None:
         """Newest committed version, by listing the log (for lag and starting positions)."""
         try:
-            versions = self._list_versions()
+            commits, checkpoints = self._list_log()
         except FileNotFoundError:
             return None
-        if versions:
-            return versions[-1]
-        return self._last_checkpoint()
+        return max(commits[-1:] + checkpoints[-1:], default=None)
 
-    def _last_checkpoint(self) -> int | None:
-        try:
-            return int(json.loads(self.fs.cat_file(join(self.log_dir, "_last_checkpoint")))["version"])
-        except FileNotFoundError:
-            return None
-
-    def resolve_start(self, starting: Any) -> int:
-        """First version to read for a query that has never committed (Spark's
-        startingVersion / startingTimestamp; 'earliest' reads every commit from version 0)."""
+    def resolve_start(self, starting: Any) -> Start:
+        """Where a query that has never committed starts (Spark's startingVersion /
+        startingTimestamp; 'earliest' reads every commit from version 0, or from the oldest
+        checkpoint snapshot when log retention removed the first commits). A `Start`
+        resolved before is taken as it is: its snapshot is read again, the same one."""
+        if isinstance(starting, Start):
+            self._snapshot_version = starting.version if starting.snapshot else None
+            return starting
         latest = self.latest_version()
         if latest is None:
             raise SourceError(f"Silver table {self.uri} has no commits yet")
-        versions = self._list_versions()
+        versions, checkpoints = self._list_log()
         first = versions[0] if versions else latest
         if starting == "earliest":
-            if first > 0 and (cp := self._last_checkpoint()) is not None and cp >= first - 1:
+            snapshots = [c for c in checkpoints if c >= first - 1]
+            if first > 0 and snapshots:
                 # Log retention removed the first commits: like Spark, start from the table's
-                # snapshot at the checkpoint (one commit holding all its files), then tail.
-                self._snapshot_version = cp
-                return cp
+                # snapshot at a checkpoint (one commit holding all its files), then tail. The
+                # oldest one, so that the start does not depend on when it is resolved.
+                self._snapshot_version = snapshots[0]
+                return Start(snapshots[0], snapshot=True)
             starting = 0
+        return Start(self._start_version(starting, first, latest, versions))
+
+    def _start_version(self, starting: Any, first: int, latest: int, versions: list[int]) -> int:
         if starting == "latest":
             return latest + 1
         if isinstance(starting, int):
@@ -345,8 +400,18 @@ class SilverSource:
     def _snapshot_commit(self, version: int) -> Commit:
         """Every file of the table at `version`, as one commit (Spark's initial snapshot)."""
         from deltalake import DeltaTable
+        from deltalake.exceptions import DeltaError
 
-        dt = DeltaTable(self.uri, version=version, storage_options=self.storage.delta_options(self.uri))
+        try:
+            dt = DeltaTable(self.uri, version=version, storage_options=self.storage.delta_options(self.uri))
+        except DeltaError as err:
+            if classify(err) is not None:
+                raise
+            raise SourceError(
+                f"the query started from the snapshot of Silver {self.uri} at version {version}, and that "
+                f"snapshot can no longer be read (its checkpoint or commits were removed by log retention: "
+                f"{str(err)[:200]}); it still feeds windows that are open. " + _WAYS_OUT
+            ) from None
         if dt.protocol().reader_features and "deletionVectors" in dt.protocol().reader_features:
             raise SourceError(
                 f"starting_version = 'earliest' on {self.uri}, whose first commits were removed, needs its "
@@ -358,7 +423,7 @@ class SilverSource:
         files = [
             AddedFile(path=unquote(row["path"]), size=int(row["size_bytes"] or 0), num_records=row["num_records"],
                       partition_values={c[len("partition."):]: None if row[c] is None else str(row[c]) for c in parts})
-            for row in adds.iter_rows(named=True)
+            for row in adds.sort("path").iter_rows(named=True)  # one order: the same sums on every read
         ]
         log.info("starting from the snapshot of %s at version %d (%d files): earlier commits were removed "
                  "by log retention", self.uri, version, len(files))
@@ -373,22 +438,25 @@ class SilverSource:
 
     def _check_gap(self, version: int) -> None:
         """A commit that is missing while later ones exist was removed (log retention, or by
-        hand): never skip it. Listing the log costs one LIST per awaited version, not per poll."""
-        cp = self._last_checkpoint()
-        later: list[int] = []
-        if cp is None or cp < version:
-            if self._gap_checked == version:
-                return
-            self._gap_checked = version
-            listed = self._list_versions()
-            if version in listed:
-                return  # committed between our read and the listing: read it next poll
-            later = [v for v in listed if v > version]
-            if not later:
-                return  # not committed yet: the normal case when caught up
-        where = (f"log retention removed it: the log now starts after a checkpoint at version {cp}"
-                 if cp is not None and cp >= version else
-                 f"the log holds versions {later[0]}..{later[-1]} after it")
+        hand): never skip it. Listing the log costs one LIST per awaited version, not per poll,
+        unless the `_last_checkpoint` hint claims a checkpoint at or after it: the hint alone
+        proves nothing (a writer updates it while it checkpoints), so it is checked against
+        the files the listing shows."""
+        hint = self._last_checkpoint()
+        if (hint is None or hint < version) and self._gap_checked == version:
+            return
+        self._gap_checked = version
+        listed, checkpoints = self._list_log()
+        if version in listed:
+            return  # committed between our read and the listing: read it next poll
+        later = [v for v in listed if v > version]
+        covering = [c for c in checkpoints if c >= version]
+        if not later and not covering:
+            return  # not committed yet: the normal case when caught up
+        where = (f"log retention removed it: the log now starts after a checkpoint at version {covering[0]}"
+                 if covering and (not listed or listed[0] > version) else
+                 f"the log holds versions {later[0]}..{later[-1]} after it" if later else
+                 f"a checkpoint at version {covering[0]} follows it")
         raise SourceError(
             f"Silver commit {version} of {self.uri} (_delta_log/{version:020d}.json) is gone ({where}), "
             f"and this query still needs it. " + _WAYS_OUT.replace("restore it", "restore the log file")
@@ -398,6 +466,8 @@ class SilverSource:
         """Read commits start, start+1, ... up to the rate limits (a commit is never split)."""
         batch = Batch()
         files = rows = 0
+        if self._next_version != start or self.plan is None:
+            self.plan = self._plan_in_effect(start)
         v = start
         while len(batch.commits) < self.spec.max_commits_per_batch and (stop is None or v <= stop):
             commit = self.read_commit(v)
@@ -427,22 +497,103 @@ class SilverSource:
             files += len(commit.files)
             rows += commit.num_records
             v += 1
+        self._next_version = v
         self.commits_read += len(batch.commits)
         return batch if batch.commits else None
 
     def _apply_metadata(self, commit: Commit) -> None:
         """A schema met in the history before the version open() checked may lack a column
         added later (read as null); one newer than that must hold every needed column itself,
-        or a dropped column would silently turn into nulls in Gold."""
+        or a dropped column would silently turn into nulls in Gold. Either way the change from
+        the schema read so far must be one a stream can follow (`check_change`)."""
         md = commit.metadata or {}
         history = commit.version <= self.opened_version
-        self.plan = plan_reads(
+        where = f"{self.uri} version {commit.version}"
+        plan = self._typed(plan_reads(
             md.get("schemaString", "{}"), list(md.get("partitionColumns") or []),
-            dict(md.get("configuration") or {}), self.queries, f"{self.uri} version {commit.version}",
+            dict(md.get("configuration") or {}), self.queries, where,
             current=self.current_plan if history else None,
-        )
+        ))
+        if self.plan is not None:
+            check_change(self.plan, plan, self.queries, self._gold_types, f"{commit.version} of {self.uri}")
+        else:
+            check_gold_types(plan, self.queries, self._gold_types, f"{commit.version} of {self.uri}")
+        self.plan = plan
         if not history:
-            self.current_plan = self.plan
+            self.current_plan = plan
+
+    def _plan_in_effect(self, version: int) -> ReadPlan | None:
+        """The plan for reading from `version` on: the schema as of the version before it
+        (a commit's own metaData is applied, and checked as a change, when it is read), or
+        as of a snapshot start itself. Reading a version with the schema of another one would
+        read another column's data after a rename under column mapping."""
+        from deltalake import DeltaTable
+        from deltalake.exceptions import DeltaError
+
+        at = version if version == self._snapshot_version else version - 1
+        if at < 0:
+            return None  # version 0 brings the first schema
+        if self.current_plan is None:
+            self.open()
+        assert self.current_plan is not None
+        dt = None
+        if at != self.opened_version:
+            try:
+                dt = DeltaTable(self.uri, version=at, storage_options=self.storage.delta_options(self.uri))
+            except DeltaError as err:
+                if classify(err) is not None:
+                    raise
+                # the log no longer reaches it: reading `version` itself fails and says so
+        plan = self._typed(self.current_plan if dt is None else plan_reads(
+            dt.schema().to_json(), list(dt.metadata().partition_columns), dict(dt.metadata().configuration),
+            self.queries, f"{self.uri} version {at}",
+            current=self.current_plan if at < self.opened_version else None))
+        try:
+            check_gold_types(plan, self.queries, self._gold_types, f"{at} of {self.uri}")
+        except SourceError:  # name the commit that set this schema
+            check_gold_types(plan, self.queries, self._gold_types, f"{self._schema_version(at) or at} of {self.uri}")
+            raise
+        return plan
+
+    def _typed(self, plan: ReadPlan) -> ReadPlan:
+        """Columns whose type Gold has are read at Gold's type (the stream stops where Silver
+        widens them beyond it, so every value read fits); the rest at the table's current type."""
+        return plan.retyped(self._gold_types)
+
+    def engine_types(self, query: QuerySpec, gold_uri: str) -> dict[str, pl.DataType]:
+        """The Silver column types `query`'s engine computes with and its Gold table is made
+        of: the table's current types, except that a column whose type reaches an existing
+        Gold table (a key, a min/max input) keeps Gold's type when Silver widened it since.
+        Such a column is then read at Gold's type up to the version that widened it, where
+        the stream stops and says how to continue (a Gold column cannot change type)."""
+        if self.current_plan is None:
+            self.open()
+        assert self.current_plan is not None
+        types = self.current_plan.polars_schema()
+        gold = self._gold_column_types(gold_uri)
+        for col, outputs in typed_by_silver([query]).items():
+            had = {gold[name] for name, _ in outputs if name in gold}
+            column = self.current_plan.column(col)
+            widened = {polars_type(t) for t in column.widened_from} if column is not None else set()
+            if len(had) == 1 and (narrow := had.pop()) in widened and widens(narrow, types[col]):
+                types[col] = narrow
+            pinned = self._gold_types.get(col)
+            if pinned is None or widens(types[col], pinned):
+                self._gold_types[col] = types[col]
+        return types
+
+    def _gold_column_types(self, uri: str) -> dict[str, pl.DataType]:
+        """An existing Gold table's column types ({} if there is none yet or it cannot be
+        loaded: opening it as the sink then says why)."""
+        import pyarrow as pa
+        from deltalake import DeltaTable
+        from deltalake.exceptions import DeltaError, TableNotFoundError
+
+        try:
+            dt = DeltaTable(uri, storage_options=self.storage.delta_options(uri))
+        except (TableNotFoundError, DeltaError, OSError):
+            return {}
+        return dict(pl.from_arrow(pa.schema(dt.schema().to_arrow()).empty_table()).schema)  # type: ignore[union-attr]
 
     # -- data ------------------------------------------------------------------------------
 
@@ -457,14 +608,15 @@ class SilverSource:
         data_cols = self.plan.data_columns
         return pl.scan_parquet(
             uris,
-            schema={c.physical: c.dtype for c in data_cols},
+            schema={c.physical: c.dtype for c in data_cols if c.physical is not None},
             missing_columns="insert",
             extra_columns="ignore",
             cast_options=_CAST,
             glob=False,
             storage_options=self.storage.polars_options(self.uri),
             **extra,
-        ).select(*[pl.col(c.physical).alias(c.name) for c in data_cols], *extra.values())
+        ).select(*[pl.lit(None, c.dtype).alias(c.name) if c.physical is None else pl.col(c.physical).alias(c.name)
+                   for c in data_cols], *extra.values())
 
     def _scan(self, f: AddedFile, version: int, commit_ms: int | None = None) -> pl.LazyFrame:
         assert self.plan is not None

@@ -6,12 +6,18 @@ column, the expected and the actual type. Added columns are fine. Column mapping
 (`delta.columnMapping.mode` = name/id) is honoured by reading physical column names.
 A protocol whose reader features goldstream does not know is refused rather than read
 wrongly.
+
+A schema change between two versions is checked the way Spark's Delta source checks it
+(`check_change`): under column mapping a rename or a drop changes which data a name
+reads, so one of a column the queries use stops the stream at that version; a type
+widening is read at the wider type, and stops only when the column's type reaches Gold
+(keys, min/max), whose column cannot change type in place.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import polars as pl
@@ -91,17 +97,35 @@ def polars_type(delta_type: Any) -> pl.DataType:
 @dataclass(frozen=True)
 class ColumnPlan:
     name: str  # logical name (the query's)
-    physical: str  # name in the Parquet files
-    delta_type: str
-    dtype: pl.DataType
+    physical: str | None  # name in the Parquet files; None: not in this version's schema (read as null)
+    delta_type: str  # as of the version the plan describes
+    dtype: pl.DataType  # as read: the table's current type, so every batch shares one frame schema
     is_partition: bool
+    widened_from: tuple[str, ...] = ()  # types Delta's type widening recorded for it (delta.typeChanges)
 
 
 @dataclass(frozen=True)
 class ReadPlan:
-    """Which Parquet columns to read and how to name and type them."""
+    """Which Parquet columns to read and how to name and type them, as of one schema.
+
+    `identities` maps every column of that schema (used or not) to what identifies its
+    data across versions: under column mapping its physical name, else its name."""
 
     columns: tuple[ColumnPlan, ...]
+    identities: tuple[tuple[str, str], ...] = ()
+
+    def identity(self, name: str) -> str | None:
+        return dict(self.identities).get(name)
+
+    def name_of(self, identity: str) -> str | None:
+        return next((n for n, i in self.identities if i == identity), None)
+
+    def column(self, name: str) -> ColumnPlan | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+    def retyped(self, types: dict[str, pl.DataType]) -> ReadPlan:
+        """The same plan reading some columns at other types."""
+        return ReadPlan(tuple(replace(c, dtype=types.get(c.name, c.dtype)) for c in self.columns), self.identities)
 
     @property
     def data_columns(self) -> list[ColumnPlan]:
@@ -158,8 +182,8 @@ def plan_reads(
     now = {c.name: c for c in current.columns} if current is not None else {}
     for col, (why, allowed) in _requirements(queries).items():
         f = fields.get(col)
-        if f is None and col in now:
-            plans.append(ColumnPlan(col, now[col].physical, now[col].delta_type, now[col].dtype, False))
+        if f is None and col in now:  # added later: null in this version's files
+            plans.append(ColumnPlan(col, None, now[col].delta_type, now[col].dtype, now[col].is_partition))
             continue
         if f is None:
             problems.append(f"column {col!r} ({why}) is missing; Silver has: {', '.join(fields) or 'no columns'}")
@@ -179,11 +203,112 @@ def plan_reads(
         if mapping_mode != "none":
             physical = (f.get("metadata") or {}).get("delta.columnMapping.physicalName", col)
         dtype = now[col].dtype if col in now else polars_type(tname)
-        plans.append(ColumnPlan(col, physical, tname, dtype, col in partition_columns))
+        changes = (f.get("metadata") or {}).get("delta.typeChanges") or []
+        widened = tuple(str(c.get("fromType")) for c in changes if isinstance(c, dict) and not c.get("fieldPath"))
+        plans.append(ColumnPlan(col, physical, tname, dtype, col in partition_columns, widened))
     if problems:
         raise SourceError(
             f"Silver schema at {where} does not fit the queries:\n  - " + "\n  - ".join(problems)
             + "\nFix the Silver table or the query definitions (config) and restart; nothing from this "
             "version on was written to Gold."
         )
-    return ReadPlan(tuple(plans))
+    return ReadPlan(tuple(plans), tuple((name, _identity(f, mapping_mode)) for name, f in fields.items()))
+
+
+def _identity(f: dict[str, Any], mapping_mode: str) -> str:
+    """What names a column's data in the files: its name, or under column mapping its
+    physical name (a rename keeps it; a drop and re-add, in name or id mode, gets a new one;
+    enabling column mapping keeps each column's name as its physical name)."""
+    if mapping_mode == "none":
+        return f["name"]
+    return (f.get("metadata") or {}).get("delta.columnMapping.physicalName", f["name"])
+
+
+def typed_by_silver(queries: list[QuerySpec]) -> dict[str, list[tuple[str, str]]]:
+    """Silver columns whose type is a Gold column's type: keys, and the inputs of functions
+    whose Gold type follows their input's (min/max), each with (Gold column, what it is).
+    Other inputs feed functions of a fixed Gold type (counts long, avg/sum/stddev double),
+    so those columns can be read at any wider type."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for q in queries:
+        for k in q.keys:
+            out.setdefault(k, []).append((k, f"key {k!r} of query {q.name!r}"))
+        for a in q.aggregates:
+            fn = build(a)
+            for col in fn.silver_inputs():
+                if fn.return_type({col: pl.Float32()}) != fn.return_type({col: pl.Float64()}):
+                    out.setdefault(col, []).append((a.name, f"{a.name!r} ({a.fn}) of query {q.name!r}"))
+    return out
+
+
+def check_change(before: ReadPlan, after: ReadPlan, queries: list[QuerySpec],
+                 gold_types: dict[str, pl.DataType], where: str) -> None:
+    """Refuse a schema change (at `where`, a version) that a stream cannot follow without
+    mixing two columns' data or changing a Gold column's type: a rename or drop of a column
+    the queries use (column mapping), or a widening of a column whose type Gold has
+    (`gold_types`, the types its Gold tables were created with)."""
+    problems: list[str] = []
+    for c in after.columns:
+        was, now = before.identity(c.name), after.identity(c.name)
+        if was == now:
+            continue
+        if now is None:
+            renamed = before.name_of(was) and after.name_of(was)  # type: ignore[arg-type]
+            problems.append(f"column {c.name!r} is renamed to {renamed!r}" if renamed else
+                            f"column {c.name!r} is dropped")
+        elif was is None:
+            if (old_name := before.name_of(now)) is not None:
+                problems.append(f"column {old_name!r} is renamed to {c.name!r}, a name the queries use")
+        else:
+            old_name = before.name_of(now)
+            problems.append(
+                f"column {c.name!r} now names the data of column {old_name!r} (a rename)" if old_name else
+                f"column {c.name!r} is a new column with the same name (dropped and added again, or replaced)")
+    if problems:
+        raise SourceError(
+            f"Silver version {where} changes columns the queries read:\n  - " + "\n  - ".join(problems)
+            + "\nReading on would mix two columns' data under one name (Spark's Delta source stops here "
+            "too). Nothing of this version was processed; Gold holds every row through the version before. "
+            "To go on, point the queries at the columns' new names (config) and start them as new queries "
+            "(new name or gold_path) from this version (starting_version), or restore the old columns."
+        )
+    check_gold_types(after, queries, gold_types, where)
+
+
+def check_gold_types(plan: ReadPlan, queries: list[QuerySpec], gold_types: dict[str, pl.DataType],
+                     where: str) -> None:
+    """Refuse a Silver type for a column whose type Gold has, when it is wider than Gold's."""
+    typed = typed_by_silver(queries)
+    wider = [(c, gold_types[c.name]) for c in plan.columns
+             if c.physical is not None and c.name in gold_types and c.name in typed
+             and widens(gold_types[c.name], polars_type(c.delta_type))]
+    if wider:
+        c, was = wider[0]
+        raise SourceError(
+            f"Silver version {where} widens column {c.name!r} to {c.delta_type} (type widening), and "
+            f"Gold holds it as {_delta_name(was)}: it is the type of {', '.join(w for _, w in typed[c.name])}. A Gold column "
+            "cannot change its type in place (delta-rs can neither alter a column's type nor write a "
+            "table with the typeWidening feature). Nothing of this version was processed. To go on "
+            "without losing or repeating a row, copy Gold into a new table with the wider type: "
+            "`goldstream copy-gold --config <config> --query <query> --to <new Gold path>`, then set "
+            "that query's gold_path to the new path and restart: it continues exactly where the old "
+            "table ends."
+        )
+
+
+# Delta's type widenings (the typeWidening feature) between the types goldstream reads.
+_WIDENINGS: dict[pl.DataType, set[pl.DataType]] = {
+    pl.Int8(): {pl.Int16(), pl.Int32(), pl.Int64(), pl.Float64()},
+    pl.Int16(): {pl.Int32(), pl.Int64(), pl.Float64()},
+    pl.Int32(): {pl.Int64(), pl.Float64()},
+    pl.Float32(): {pl.Float64()},
+}
+
+
+def widens(narrow: pl.DataType, wide: pl.DataType) -> bool:
+    """Whether `wide` is a Delta type widening of `narrow`."""
+    return wide in _WIDENINGS.get(narrow, set())
+
+
+def _delta_name(dtype: pl.DataType) -> str:
+    return next((k for k, v in _PRIMITIVE_TO_POLARS.items() if v == dtype), str(dtype))
