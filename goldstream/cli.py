@@ -1,4 +1,4 @@
-"""The `goldstream` command: run, replay, status, show, validate-config, healthcheck, generate-silver, demo."""
+"""The `goldstream` command: run, replay, status, show, copy-gold, validate-config, healthcheck, generate-silver, demo."""
 
 from __future__ import annotations
 
@@ -213,6 +213,30 @@ def show(
             for title, frame in sections:
                 typer.echo(f"\n== {title}")
                 typer.echo(str(frame))
+
+    _guarded(go)
+
+
+@app.command("copy-gold")
+def copy_gold(
+    config: ConfigOpt,
+    query: Annotated[str, typer.Option(help="the query whose Gold table is copied")],
+    to: Annotated[str, typer.Option("--to", help="the new Gold table's path (must not hold commits)")],
+    silver: SilverOpt = None,
+    gold_root: GoldOpt = None,
+) -> None:
+    """Copy a query's Gold rows and offsets into a new table with Silver's widened column
+    types (after Delta type widening); then set the query's gold_path to it and restart."""
+    from goldstream.observability import setup_logging
+    from goldstream.sink.copy import copy_gold as copy
+    from goldstream.storage import Storage
+
+    def go() -> None:
+        settings = _settings(config, silver, gold_root)
+        setup_logging(settings.log_level)
+        rows = copy(settings, query, to, Storage.from_env(settings.storage))
+        typer.echo(f"copied {rows} Gold rows and the offsets of query {query!r} into {to}; set its gold_path "
+                   "to that path and restart it")
 
     _guarded(go)
 

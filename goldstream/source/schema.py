@@ -290,9 +290,10 @@ def check_gold_types(plan: ReadPlan, queries: list[QuerySpec], gold_types: dict[
             "cannot change its type in place (delta-rs can neither alter a column's type nor write a "
             "table with the typeWidening feature). Nothing of this version was processed. To go on "
             "without losing or repeating a row, copy Gold into a new table with the wider type: "
-            "`goldstream copy-gold --config <config> --query <query> --to <new Gold path>`, then set "
-            "that query's gold_path to the new path and restart: it continues exactly where the old "
-            "table ends."
+            + " and ".join(f"`goldstream copy-gold --config <config> --query {q.name} --to <new Gold path>`"
+                           for q in queries if c.name in typed_by_silver([q]))
+            + ", then set that query's gold_path to the new path and restart: it continues exactly where "
+            "the old table ends (which stays as it is)."
         )
 
 
