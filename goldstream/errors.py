@@ -49,3 +49,10 @@ class StorageAccessError(GoldstreamError):
     denied, no such bucket): the operator must act, so the process stops at once."""
 
     exit_code = 2
+
+
+class StorageFullError(GoldstreamError):
+    """A write found no space left (disk full, quota, file size limit): the operator must
+    free or add space; a retry before that would fail the same way."""
+
+    exit_code = 2

@@ -25,13 +25,14 @@ request URLs, and `redact()` masks the secret values of the environment besides.
 
 from __future__ import annotations
 
+import errno
 import random
 import re
 import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-from goldstream.errors import GoldstreamError, StorageAccessError, TransientStorageError
+from goldstream.errors import GoldstreamError, StorageAccessError, StorageFullError, TransientStorageError
 from goldstream.secrets import redact
 
 Kind = Literal["transient", "permanent"]
@@ -116,8 +117,12 @@ def classify(err: BaseException) -> Kind | None:
         return "transient"
     if isinstance(err, StorageAccessError):
         return "permanent"
+    if isinstance(err, StorageFullError):
+        return "permanent"
     if isinstance(err, GoldstreamError):
         return None  # already explained by the code that raised it
+    if is_full(err):
+        return "permanent"
     chain = _chain(err)
     verdict: Kind | None = None
     for e in chain:  # S3's own answer decides first: it names what happened
@@ -152,6 +157,20 @@ def classify(err: BaseException) -> Kind | None:
     if any(t in text for t in _TRANSIENT_TEXT):
         return "transient"
     return None
+
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+_FULL_TEXT = ("no space left on device", "disk quota exceeded", "file too large", "os error 28", "os error 122")
+
+
+def is_full(err: BaseException) -> bool:
+    """Whether a write failed for lack of space: an OSError with ENOSPC/EDQUOT/EFBIG, or a
+    Rust client (delta-rs, Polars) quoting it in its message."""
+    chain = _chain(err)
+    if any(isinstance(e, OSError) and e.errno in _FULL_ERRNOS for e in chain):
+        return True
+    text = " ".join(str(e) for e in chain).lower()
+    return any(t in text for t in _FULL_TEXT)
 
 
 def _is_botocore(err: BaseException, names: tuple[str, ...]) -> bool:
@@ -215,11 +234,17 @@ def _advice(code: str | None) -> str:
 
 
 def storage_failure(err: BaseException, where: str) -> GoldstreamError | None:
-    """The GoldstreamError a storage failure becomes (StorageAccessError for a permanent
-    one, TransientStorageError otherwise), or None if `err` is not one. `where` names the
+    """The GoldstreamError a storage failure becomes (StorageFullError for a write that
+    found no space, StorageAccessError for another permanent one, TransientStorageError
+    otherwise), or None if `err` is not one. `where` names the
     URI or tables involved."""
-    if isinstance(err, (StorageAccessError, TransientStorageError)):
+    if isinstance(err, (StorageAccessError, StorageFullError, TransientStorageError)):
         return err
+    if is_full(err):
+        return StorageFullError(
+            f"no space left on the storage of {where}: {cause(err).rstrip('.')}. Free space or grow the "
+            "volume (or point gold_root / late_sink at one with room), then run again: nothing partial was "
+            "committed, and every query resumes from its Gold offsets.")
     kind = classify(err)
     if kind is None:
         return None

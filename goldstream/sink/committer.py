@@ -109,6 +109,15 @@ class Committer:
         except TableNotFoundError:
             self.dt = None
             return None
+        except Exception as err:  # noqa: BLE001 - storage failures go on; anything else is a damaged log
+            if classify(err) is not None:
+                raise
+            raise SinkError(
+                f"cannot read the {self.what}: {str(err).strip().splitlines()[0]}. A commit file in its "
+                "_delta_log is damaged (truncated or not Delta JSON: a partial upload, a full disk, a disk "
+                "error). Restore that file (from a backup or the object store's versioning) and run again; "
+                f"if the table is yours to discard, point {self.owner} at a new path. Nothing was written."
+            ) from None
         self.loaded_version = self.dt.version()
         self._table_id = self._table_id or self.dt.metadata().id
         return self.dt
