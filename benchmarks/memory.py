@@ -4,8 +4,9 @@ are sized from (deploy/kubernetes/deployment.yaml cites them):
     python benchmarks/memory.py --out benchmarks/results
 
 (a) `goldstream replay` with config.example.toml over a Silver whose single commit holds
-    `max_rows_per_batch` rows (5,000,000 by default): a commit is never split, so this
-    is the largest batch the defaults allow;
+    `max_rows_per_batch` rows (5,000,000 by default): the largest batch of one commit the
+    defaults allow (a larger commit is still one batch, read in the same chunks of
+    `max_rows_per_chunk` rows, so its peak is not expected to grow with it);
 (b) `goldstream replay` of 50 queries (the two seed queries, 25 copies each under their
     own names) over the throughput benchmark's Silver (300 commits x 20,000 rows).
 

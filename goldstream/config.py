@@ -231,6 +231,11 @@ class SourceSpec(_Strict):
     max_commits_per_batch: Count = 100
     max_files_per_batch: Count = 1000
     max_rows_per_batch: Count = 5_000_000
+    # A batch's rows are read and aggregated in chunks of at most this many rows (whole files,
+    # or row ranges of a larger file), so memory follows the chunk, not the commit: one huge
+    # commit is still one step of the watermark, but never has to fit in memory at once.
+    # 2^20 is delta-rs's row-group size, so its files are sliced on row-group boundaries.
+    max_rows_per_chunk: Count = 1_048_576
     skip_change_commits: bool = False
     # `run` waits this long for a missing Silver table to appear ("0s": forever), logging
     # every 30 s; `replay` never waits. A typo in the path then shows up in

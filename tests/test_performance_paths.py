@@ -146,3 +146,44 @@ def test_a_file_path_polars_did_not_echo_is_an_error_not_a_lost_row() -> None:
         scan.resolve(grouped)
     ok = scan.resolve(grouped.head(1))
     assert ok[VERSION].to_list() == [3] and "__file" not in ok.columns
+
+
+def test_a_commit_larger_than_a_chunk_gives_the_gold_of_one_chunk(tmp_path: Path) -> None:
+    """A batch is read in chunks of max_rows_per_chunk rows (files grouped, a larger file
+    sliced into row ranges) whose partials are merged, and the watermark still moves per
+    whole commit: Gold, late rows and the late table are those of one chunk per batch."""
+    frames = [f for f in synth_commit_frames(40, 300, seed=12) if f.height]
+    silver = tmp_path / "silver"
+    huge = pl.concat(frames[:18])
+    write_deltalake(str(silver), huge.clear().to_arrow(), mode="append")  # version 0: the schema
+    # version 1: one huge commit of 18 minutes of rows in three files (one of them empty),
+    # then commits of two files, some with rows behind the watermark
+    _raw_commit(silver, 1, [("a.parquet", huge.head(2000)), ("b.parquet", huge.clear()),
+                            ("c.parquet", huge.tail(huge.height - 2000))])
+    for version, frame in enumerate(frames[18:], start=2):
+        if version % 5 == 0:  # late: rows from the huge commit's minutes
+            frame = pl.concat([frame, huge.sample(40, seed=version)])
+        half = frame.height // 2
+        _raw_commit(silver, version, [(f"v{version}-1.parquet", frame.head(half)),
+                                      (f"v{version}-2.parquet", frame.tail(frame.height - half))])
+    config = tmp_path / "late.toml"
+    config.write_text(EXAMPLE.read_text().replace(
+        'name = "country_stats"', f'name = "country_stats"\nlate_sink = "{tmp_path / "late"}"'))
+
+    whole = _replay(config, silver, tmp_path / "whole", max_rows_per_chunk=10**9)
+    late_whole = read_gold(tmp_path / "late")
+    shutil.rmtree(tmp_path / "late")
+    chunked = _replay(config, silver, tmp_path / "chunked", max_rows_per_chunk=97)
+    huge_commit = chunked.source.next_batch(1, 1)
+    assert huge_commit is not None and len(chunked.source.scans(huge_commit)) > huge.height // 97  # sliced
+    assert chunked.runs[0].stats.rows_late == whole.runs[0].stats.rows_late > 0
+    for q in load_settings(config).queries:
+        assert_gold_equal(read_gold(tmp_path / "chunked" / q.name), read_gold(tmp_path / "whole" / q.name))
+    late = read_gold(tmp_path / "late")
+    assert late.height > 0
+    assert_frame_equal(late.sort(late.columns, nulls_last=True), late_whole.sort(late.columns, nulls_last=True))
+    _assert_gold_is_reference(config, silver, tmp_path / "chunked")
+    # the per-file reader (a skew bound needs each row's commit time), in small chunks too
+    _replay(config, silver, tmp_path / "per_file", max_rows_per_chunk=97,
+            max_event_time_skew=timedelta(days=36500))
+    _assert_gold_is_reference(config, silver, tmp_path / "per_file")

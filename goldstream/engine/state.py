@@ -21,7 +21,7 @@ in a state row) tells a restart where to start re-reading Silver.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import InitVar, dataclass, field
 
 import polars as pl
@@ -134,6 +134,18 @@ class WindowedAggregation:
             group.append(self._is_future(ts, rows.collect_schema().names()).alias(_FUTURE))
         return rows.group_by(group).agg(*partials, ts.max().alias(_TSMAX), pl.len().alias(_ROWS))
 
+    def fold_partials(self, earlier: pl.DataFrame, later: pl.DataFrame) -> pl.DataFrame:
+        """The commit partials of two consecutive chunks of a batch's rows as one frame.
+        Where a commit spans both, its groups are merged (aggregate merge is associative),
+        so the partials of one huge commit read in many chunks stay as many as its
+        (keys, pane) groups, not chunks × groups."""
+        both = pl.concat([earlier, later.select(earlier.columns)], how="vertical_relaxed")
+        if earlier.height == 0 or later.height == 0 or earlier[VERSION].max() < later[VERSION].min():  # type: ignore[operator]
+            return both
+        group = [*self.keys, _PANE, VERSION, *([_FUTURE] if _FUTURE in both.columns else [])]
+        return (both.group_by(group).agg(*self.aggs.merge(), pl.col(_TSMAX).max(), pl.col(_ROWS).sum())
+                .select(both.columns).cast(both.schema))
+
     def process_partials(self, partials: pl.DataFrame, rows: pl.LazyFrame | None = None) -> StepResult:
         """Take in the commit partials of whole new commits (see commit_partials_plan) and
         return the windows they closed. `rows` (the same commits' rows, lazily) is read
@@ -222,12 +234,14 @@ class WindowedAggregation:
             .with_columns(ts.alias(_TS))
             .filter(self._is_future(pl.col(_TS), rows.collect_schema().names()))
             .with_columns(pl.lit(None, dtype=pl.Int64).alias(MISSED_WINDOW_END))
-            .collect()
+            .collect(engine="streaming")
         )
 
     def _late_rows(self, rows: pl.LazyFrame, wm_before: pl.DataFrame) -> pl.DataFrame:
         """The rows every window refused (for the optional late table): a second read of the
-        batch's rows, paid only when a late table is configured and the batch has late rows."""
+        batch's rows, paid only when a late table is configured and the batch has late rows.
+        It streams (chunk after chunk of the batch), so its memory is that of the late rows
+        found, which the late table takes in one commit, not that of the batch."""
         w = self.windows
         pane = w.pane(pl.col(_TS))
         lazy = rows.join(wm_before.lazy(), on=VERSION, how="inner").with_columns(self._event_us().alias(_TS))
@@ -238,7 +252,7 @@ class WindowedAggregation:
             .with_columns(pane.alias(_PANE), self._kmin(pane, pl.col(WM_BEFORE)).alias(_KMIN))
             .filter(pl.col(_KMIN) > pl.col(_PANE))
             .with_columns(w.end(pl.col(_PANE)).alias(MISSED_WINDOW_END))
-            .collect()
+            .collect(engine="streaming")
         )
 
     def on_idle(self) -> pl.DataFrame | None:
@@ -302,11 +316,12 @@ class WindowedAggregation:
         return self._empty
 
 
-def commit_partials(engines: Sequence[WindowedAggregation], rows: pl.LazyFrame,
-                    commit_column: str = VERSION) -> list[pl.DataFrame]:
-    """The row pass of a batch for several queries at once: each query's commit partials
-    (WindowedAggregation.commit_partials_plan), one frame per engine, in order, keyed by
-    `commit_column`.
+def commit_partials(engines: Sequence[WindowedAggregation], rows: pl.LazyFrame, commit_column: str = VERSION,
+                    resolve: Callable[[pl.DataFrame], pl.DataFrame] | None = None) -> list[pl.DataFrame]:
+    """The row pass of a batch (or of a chunk of one) for several queries at once: each
+    query's commit partials (WindowedAggregation.commit_partials_plan), one frame per
+    engine, in order, keyed by `commit_column`, or by what `resolve` maps it to (applied
+    once per shared group-by result, before it is split between its queries).
 
     Queries with the same row grouping (event time, keys, pane length) share one group-by that
     computes all their partial aggregates (the seed queries do: that is ~35% less CPU
@@ -323,6 +338,8 @@ def commit_partials(engines: Sequence[WindowedAggregation], rows: pl.LazyFrame,
     frames = pl.collect_all(plans, engine="streaming")
     out: list[pl.DataFrame] = [pl.DataFrame()] * len(engines)
     for members, frame in zip(by_grouping.values(), frames):
+        if resolve is not None:
+            frame = resolve(frame)
         common = [c for c in frame.columns if not any(c.startswith(f"__q{i}.") for i in members)]
         for i in members:
             prefix = f"__q{i}."

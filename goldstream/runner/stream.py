@@ -11,6 +11,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+import polars as pl
+
 from goldstream.config import QuerySpec, Settings
 from goldstream.durations import to_us
 from goldstream.engine.clock import EventClock
@@ -22,7 +24,7 @@ from goldstream.runner.status import QueryStats, fmt_us
 from goldstream.sink.gold import GoldSink
 from goldstream.sink.late import LateSink
 from goldstream.sink.schema import gold_schema
-from goldstream.source.reader import SilverSource
+from goldstream.source.reader import BatchScan, SilverSource
 from goldstream.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -89,15 +91,16 @@ class Stream:
             return False
         t_log = time.perf_counter()
         # The one pass over the rows, shared by the queries: rows stream from Parquet into
-        # per-(keys, pane, commit) partials; the rest of each query's step runs on those.
+        # per-(keys, pane, commit) partials, chunk by chunk; the rest of each query's step
+        # runs on those, once the whole batch is in (the watermark moves per whole commit).
         active = [run for run in self.runs if batch.last >= run.rebuild_from]
-        scan = self.source.scan(batch)
-        partials = self.source.reading(batch, lambda: [
-            scan.resolve(f) for f in commit_partials([r.engine for r in active], scan.rows, scan.unit)])
+        scans = self.source.scans(batch)
+        partials = self.source.reading(batch, lambda: _partials([r.engine for r in active], scans))
         t_read = time.perf_counter()
         durations = {"latestOffset": (t_log - t0) * 1000, "getBatch": (t_read - t_log) * 1000}
+        rows = pl.concat([scan.versioned() for scan in scans], how="vertical_relaxed")
         for run, own in zip(active, partials):
-            run.process(batch, own, scan.versioned(), durations, latest=lambda: self._latest_version(batch.last))
+            run.process(batch, own, rows, durations, latest=lambda: self._latest_version(batch.last))
         self.cursor = batch.last + 1
         return True
 
@@ -108,6 +111,17 @@ class Stream:
             latest = self.source.latest_version()
             self._latest = (time.monotonic(), latest)
         return read if latest is None else max(latest, read)
+
+
+def _partials(engines: list[WindowedAggregation], scans: list[BatchScan]) -> list[pl.DataFrame]:
+    """Each engine's commit partials of a batch read in chunks: one chunk at a time is
+    streamed from Parquet, and its partials are folded into those of the chunks before."""
+    out: list[pl.DataFrame] | None = None
+    for scan in scans:
+        chunk = commit_partials(engines, scan.rows, scan.unit, scan.resolve)
+        out = chunk if out is None else [e.fold_partials(a, b) for e, a, b in zip(engines, out, chunk)]
+    assert out is not None  # scans() yields at least one chunk
+    return out
 
 
 def _check_silver_reaches(source: SilverSource, query: QuerySpec, version: int) -> None:

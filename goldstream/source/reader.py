@@ -4,8 +4,10 @@ The log is read one `_delta_log/<v>.json` at a time through the table's own obje
 store (no listing from version 0 on each poll); the Parquet files of each append are
 read with Polars, only the columns the queries need, partition columns taken from
 `partitionValues`. Batches are bounded (commits, files, rows) but a commit is never
-split, and rows carry their commit version so the engine can apply the watermark per
-commit (and their commit's timestamp when a query bounds event-time skew).
+split across batches, and rows carry their commit version so the engine can apply the
+watermark per commit (and their commit's timestamp when a query bounds event-time skew).
+Within a batch, rows are read in chunks of bounded size (`scans`), so that one huge
+commit never has to fit in memory at once.
 
 Nothing about Silver is ever skipped silently: a commit removed by log retention, a
 data file removed by VACUUM or unreadable, a schema or protocol goldstream cannot
@@ -55,6 +57,7 @@ _COMMIT_FILE = re.compile(r"(\d{20})\.json$")
 _CHECKPOINT_FILE = re.compile(r"(\d{20})\.checkpoint(?:\.(\d{10})\.(\d{10}))?(?:\.[0-9a-fA-F-]{36})?\.(?:parquet|json)$")
 _FILE = "__file"  # source file path of a row, while a batch is read
 _T = TypeVar("_T")
+_Entry = tuple[AddedFile, int, int | None]  # a data file, its commit's version and timestamp (ms)
 # Widened columns are read at the table's (wider) type; event times stored by other writers
 # as INT96 (ns), TIMESTAMP_MILLIS or without the UTC annotation are read as µs UTC, as Spark does.
 _CAST = pl.ScanCastOptions(
@@ -115,15 +118,18 @@ class BatchScan:
         """A group-by result keyed by `unit` → the same keyed by `__version`."""
         if self.files is None:
             return grouped
-        out = grouped.join(self.files, on=self.unit, how="left").drop(self.unit)
-        if out[VERSION].null_count():
-            unknown = grouped.join(self.files, on=self.unit, how="anti")[self.unit][0]
+        # a column mapped, not a join: the other columns (hundreds with many queries) stay
+        # shared with `grouped` instead of being copied
+        versions = grouped[self.unit].replace_strict(self.files[self.unit], self.files[VERSION], default=None,
+                                                     return_dtype=pl.Int64)
+        if versions.null_count():
+            unknown = grouped.filter(versions.is_null())[self.unit][0]
             raise SourceError(
                 f"reading Silver {self.where}: Polars reported rows from {unknown!r}, which is not one of "
                 "the batch's data files as named in the Delta log. This is a goldstream bug (the file-path "
                 "mapping of the fast reader); nothing was committed for this batch. Please report it."
             )
-        return out
+        return grouped.with_columns(versions.alias(VERSION)).drop(self.unit)
 
     def versioned(self) -> pl.LazyFrame:
         """The rows with `__version` (a per-row join in the fast path: for the rare row-level
@@ -626,35 +632,60 @@ class SilverSource:
             .cast(pl.String).pipe(_parse_partition, c.dtype).alias(c.name)
             for c in self.plan.partition_columns
         ]
+        extra = [COMMIT_MS] if self.with_commit_time else []
         if self.with_commit_time:
             parts.append(pl.lit(commit_ms, dtype=pl.Int64).alias(COMMIT_MS))
-        return lf.with_columns(*parts, pl.lit(version, dtype=pl.Int64).alias(VERSION))
+        return (lf.with_columns(*parts, pl.lit(version, dtype=pl.Int64).alias(VERSION))
+                .select(*[c.name for c in self.plan.columns], *extra, VERSION))
 
-    def scan(self, batch: Batch) -> BatchScan:
-        """The batch's rows as one lazy plan, for a consumer that streams them into a
-        group-by instead of materialising them. Collect it inside `reading(batch, ...)`,
-        which names the culprit file when a read fails.
-
-        Fast path (no partition column needed, no commit time): one `scan_parquet` over
-        all the batch's files, each row tagged with its file path (`__file`), which maps
-        to the commit version after the group-by, on a few thousand partial rows instead
-        of millions of rows. One scan per file, concatenated with a literal version
-        column, costs ~25% more CPU and ~80 MB more memory per 2 M rows (Polars then
-        opens every file as its own source), so it is only used when per-file constants
-        must be attached to each row."""
+    def scans(self, batch: Batch) -> list[BatchScan]:
+        """The batch's rows as lazy plans of at most [source] max_rows_per_chunk rows each,
+        in commit order, for a consumer that streams each into a group-by and merges the
+        results: a batch's memory then follows the chunk, not the size of its commits.
+        Whole files are grouped into a chunk; a file with more rows than that is sliced into
+        row ranges (the last one open-ended, so a file whose statistics undercount its rows
+        is still read whole); a file whose add action has no row count is a chunk of its
+        own. Collect them inside `reading(batch, ...)`, which names the culprit file when a
+        read fails."""
         if self.plan is None:
             self.open()
+        limit = self.spec.max_rows_per_chunk
+        chunks: list[BatchScan] = []
+        group: list[_Entry] = []
+        rows = 0
+        for entry in [(f, c.version, c.timestamp_ms) for c in batch.commits for f in c.files]:
+            n = entry[0].num_records
+            if group and (n is None or rows + n > limit):
+                chunks.append(self._scan_files(group, batch))
+                group, rows = [], 0
+            if n is not None and n > limit:
+                lf = self._scan(*entry)
+                chunks += [BatchScan(lf.slice(at, limit if at + limit < n else None)) for at in range(0, n, limit)]
+            else:
+                group.append(entry)
+                rows += limit if n is None else n  # unknown: no other file joins it
+        if group or not chunks:  # an empty batch is one empty chunk
+            chunks.append(self._scan_files(group, batch))
+        return chunks
+
+    def _scan_files(self, scans: list[_Entry], batch: Batch) -> BatchScan:
+        """Whole files as one lazy plan.
+
+        Fast path (no partition column needed, no commit time): one `scan_parquet` over
+        all the files, each row tagged with its file path (`__file`), which maps to the
+        commit version after the group-by, on a few thousand partial rows instead of
+        millions of rows. One scan per file, concatenated with a literal version column,
+        costs ~25% more CPU and ~80 MB more memory per 2 M rows (Polars then opens every
+        file as its own source), so it is only used when per-file constants must be
+        attached to each row."""
         assert self.plan is not None
-        scans = [(f, c.version, c.timestamp_ms) for c in batch.commits for f in c.files]
         extra = [COMMIT_MS] if self.with_commit_time else []
-        names = [c.name for c in self.plan.columns]
         if not scans:
             return BatchScan(pl.LazyFrame(schema={**self.plan.polars_schema(), **{c: pl.Int64() for c in extra},
                                                   VERSION: pl.Int64()}))
         uris = [self._file_uri(f) for f, _, _ in scans]
         if self.plan.partition_columns or self.with_commit_time or len(set(uris)) != len(uris):
-            return BatchScan(pl.concat([self._scan(*s) for s in scans], how="vertical_relaxed")
-                             .select(*names, *extra, VERSION))
+            return BatchScan(pl.concat([self._scan(*s) for s in scans], how="vertical_relaxed"))
         rows = self._parquet(uris, include_file_paths=_FILE)
         files = pl.DataFrame({_FILE: uris, VERSION: [v for _, v, _ in scans]},
                              schema={_FILE: pl.String(), VERSION: pl.Int64()})
@@ -676,11 +707,11 @@ class SilverSource:
 
     def load(self, batch: Batch) -> pl.DataFrame:
         """Rows of every append in the batch, materialised: the needed columns plus `__version`
-        (the pipeline itself streams `scan(batch)` instead)."""
-        scan = self.scan(batch)
-        return self.reading(batch, lambda: scan.versioned().collect())
+        (the pipeline itself streams `scans(batch)` instead)."""
+        scans = self.scans(batch)
+        return self.reading(batch, lambda: pl.concat([s.versioned().collect() for s in scans], how="vertical_relaxed"))
 
-    def _raise_file_error(self, scans: list[tuple[AddedFile, int, int | None]], err: Exception) -> None:
+    def _raise_file_error(self, scans: list[_Entry], err: Exception) -> None:
         for f, v, ms in scans:
             uri = self._file_uri(f)
             try:
