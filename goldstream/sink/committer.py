@@ -99,6 +99,7 @@ class Committer:
         self.loaded_version = -1  # version of the last full load (see refresh)
         self._table_id: str | None = None
         self._anchor: tuple[int, str] | None = None  # (version, identity) of the last commit audited
+        self._fence_read_at = -1  # version whose `txn`s were last read (-1: no table then)
 
     # -- loading --------------------------------------------------------------------------
 
@@ -271,6 +272,7 @@ class Committer:
     def txns(self, app_ids: Iterable[str]) -> dict[str, int | None]:
         """The `txn` versions of the current snapshot (None: none, or no table)."""
         dt = self.dt
+        self._fence_read_at = -1 if dt is None else dt.version()
         return {a: None if dt is None else _int_or_none(dt.transaction_version(a)) for a in app_ids}
 
     def landed(self, tag: str, since: int) -> LogCommit | None:
@@ -288,8 +290,8 @@ class Committer:
                                  app_transactions=txns)
         ours = {t.app_id: t.version for t in txns}
         backoff = Backoff(initial_s=0.05, max_s=1.0)
-        # the fence was last verified here: whatever moved it since is in the commits after it
-        base = self._anchor[0] if self._anchor is not None else -1
+        # the fence was last read here: whatever moved it since is in the commits after it
+        base = self._fence_read_at
         for attempt in range(ATTEMPTS):
             if attempt:
                 time.sleep(backoff.next_delay() or 0.0)
@@ -309,6 +311,7 @@ class Committer:
                     self._check_anchor()  # a table deleted or replaced since the refresh
                 raise
             self._set_anchor(version + 1, tag)
+            self._fence_read_at = version + 1
             return
         raise OwnershipLost(f"{self.what} keeps changing under {self.owner}; stopping")
 
