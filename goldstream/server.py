@@ -8,14 +8,23 @@ state is rebuilt up to the Silver version its Gold records; `/metrics` is Promet
 The server runs in its own daemon thread and only reads the pipeline's status snapshot
 (which never waits) and its metrics registry, so it keeps answering while the loop is
 blocked — which is the point of a liveness probe. It never touches storage itself.
+
+It must also survive the clients a cluster throws at it: a connection costs a worker only
+once its request has arrived (idle connections wait in one selector and are dropped after
+`request_timeout_s`), a small fixed pool answers, a slow client is cut off after the same
+timeout, the listen backlog holds a burst of scrapes, and a client hanging up early is
+one DEBUG line rather than a traceback on stderr.
 """
 
 from __future__ import annotations
 
 import logging
+import selectors
+import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -26,6 +35,11 @@ from goldstream.errors import ConfigError
 from goldstream.runner.status import PipelineStatus
 
 log = logging.getLogger(__name__)
+
+WORKERS = 4  # probes and scrapes take milliseconds: a few threads answer a whole burst
+REQUEST_TIMEOUT_S = 5.0  # an idle or slow client is dropped after this
+BACKLOG = 256  # pending connections the kernel holds: a Prometheus scrape burst
+MAX_WAITING = 512  # accepted connections awaiting their request; beyond, the oldest is dropped
 
 
 def stale_after_s(settings: Settings) -> float:
@@ -46,8 +60,10 @@ def readiness(status: PipelineStatus) -> tuple[bool, str]:
 
 
 def _handler(status: Callable[[], PipelineStatus], metrics: CollectorRegistry,
-             stale_after: float) -> type[BaseHTTPRequestHandler]:
+             stale_after: float, timeout_s: float) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = timeout_s  # socket timeout for reading the request and writing the answer
+
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             path = self.path.split("?", 1)[0]
             if path == "/healthz":
@@ -77,19 +93,110 @@ def _handler(status: Callable[[], PipelineStatus], metrics: CollectorRegistry,
     return Handler
 
 
+class ProbeServer(HTTPServer):
+    """An HTTP server with a fixed pool of workers. Accepted connections wait in a selector
+    until their request arrives (holding a file descriptor, no thread), then one worker
+    answers; a connection whose request does not arrive within `request_timeout_s` is
+    closed, and so is one that sends it too slowly."""
+
+    request_queue_size = BACKLOG
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
+                 workers: int = WORKERS, request_timeout_s: float = REQUEST_TIMEOUT_S) -> None:
+        super().__init__(address, handler)
+        self.request_timeout_s = request_timeout_s
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="goldstream-http")
+        self._waiting: dict[socket.socket, tuple[float, object]] = {}  # conn -> (accepted at, address)
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.socket, selectors.EVENT_READ)
+            try:
+                while not self._stop.is_set():
+                    for key, _ in sel.select(timeout=min(poll_interval, self.request_timeout_s / 2)):
+                        if key.fileobj is self.socket:
+                            self._accept(sel)
+                        else:
+                            conn = key.fileobj
+                            assert isinstance(conn, socket.socket)
+                            sel.unregister(conn)
+                            _, address = self._waiting.pop(conn)
+                            self._pool.submit(self._answer, conn, address)
+                    self._drop_idle(sel, time.monotonic() - self.request_timeout_s)
+            finally:
+                for conn in list(self._waiting):
+                    self._close(conn)
+                self._waiting.clear()
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._stopped.set()
+
+    def _accept(self, sel: selectors.BaseSelector) -> None:
+        try:
+            conn, address = self.socket.accept()
+        except OSError:  # the client gave up before we accepted it
+            return
+        conn.setblocking(False)
+        self._waiting[conn] = (time.monotonic(), address)
+        sel.register(conn, selectors.EVENT_READ)
+        if len(self._waiting) > MAX_WAITING:
+            oldest = next(iter(self._waiting))
+            sel.unregister(oldest)
+            del self._waiting[oldest]
+            self._close(oldest)
+
+    def _drop_idle(self, sel: selectors.BaseSelector, accepted_before: float) -> None:
+        for conn, (accepted_at, address) in list(self._waiting.items()):
+            if accepted_at >= accepted_before:
+                break  # in accept order: the rest are younger
+            sel.unregister(conn)
+            del self._waiting[conn]
+            self._close(conn)
+            log.debug("http: dropped %s: no request within %.0fs", _peer(address), self.request_timeout_s)
+
+    def _answer(self, conn: socket.socket, address: object) -> None:
+        conn.setblocking(True)
+        try:
+            self.finish_request(conn, address)
+        except (ConnectionError, TimeoutError) as err:
+            log.debug("http: client %s disconnected early (%s)", _peer(address), type(err).__name__)
+        except Exception:
+            log.exception("http: answering %s failed", _peer(address))
+        finally:
+            self._close(conn)
+
+    def _close(self, conn: socket.socket) -> None:
+        try:
+            conn.close()
+        except OSError:
+            pass
+
+    def shutdown(self) -> None:
+        """Stop serving and close the listening socket (returns once the loop has ended)."""
+        self._stop.set()
+        self._stopped.wait()
+        self.server_close()
+
+
+def _peer(address: object) -> str:
+    return f"{address[0]}:{address[1]}" if isinstance(address, tuple) and len(address) >= 2 else str(address)
+
+
 def start_http_server(status: Callable[[], PipelineStatus], metrics: CollectorRegistry, stale_after: float,
-                      port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:
+                      port: int, host: str = "0.0.0.0", workers: int = WORKERS,
+                      request_timeout_s: float = REQUEST_TIMEOUT_S) -> ProbeServer:
     """Serve the probes (from `status` snapshots, `/healthz` stale after `stale_after`
-    seconds without a loop iteration) and `metrics` from a daemon thread; returns the
-    bound server."""
+    seconds without a sign of life) and `metrics` from a daemon thread with `workers`
+    threads answering; returns the bound server."""
     try:
-        server = ThreadingHTTPServer((host, port), _handler(status, metrics, stale_after))
+        server = ProbeServer((host, port), _handler(status, metrics, stale_after, request_timeout_s),
+                             workers, request_timeout_s)
     except OSError as err:
         raise ConfigError(
             f"cannot serve health and metrics on {host}:{port}: {err.strerror or err}. Choose a free port "
             "with --http-port or [server] http_port (0 disables the server)."
         ) from None
-    server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="goldstream-http", daemon=True).start()
     log.info("health and metrics on http://%s:%d (/healthz, /readyz, /metrics)", host, server.server_address[1])
     return server
