@@ -170,7 +170,7 @@ class ProgressReporter:
         self.batch_ids[name] = batch_id
         total_ms = sum(durations.values())
         prev = self.last.get(name)
-        since = (time.time() - prev["_t"]) if prev else None
+        since = (time.monotonic() - prev["_t"]) if prev else None  # a duration: never the wall clock
         if result.max_event_time_us is not None:
             self.max_event_us[name] = max(self.max_event_us.get(name, result.max_event_time_us), result.max_event_time_us)
         latest_v = latest()
@@ -201,7 +201,7 @@ class ProgressReporter:
             "sink": {"description": f"DeltaSink[{query.gold_uri}]", "numOutputRows": result.closed.height},
         }
         self.log.info("progress", extra={"progress": record})
-        record["_t"] = time.time()
+        record["_t"] = time.monotonic()
         self.last[name] = record
         self.track(name)
         m, lbl = self.metrics, {"query": name}

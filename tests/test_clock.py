@@ -4,9 +4,11 @@ resumes the watermark Gold records."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import polars as pl
+import pytest
 
 from goldstream.config import QuerySpec
 from goldstream.engine.clock import COMMIT_MAX, WM_BEFORE, EventClock
@@ -59,3 +61,31 @@ def test_without_idle_timeout_only_rows_move_the_watermark() -> None:
     clock.on_eof(200 * S)
     clock.on_eof(150 * S)
     assert clock.watermark_us == 200 * S
+
+
+class SteppedClocks:
+    """The two clocks of a machine: the wall clock can step (NTP, a VM resumed after a
+    pause), the monotonic clock only counts time elapsed."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.wall, self.elapsed = 1_700_000_000.0, 1000.0
+        monkeypatch.setattr(time, "time", lambda: self.wall)
+        monkeypatch.setattr(time, "monotonic", lambda: self.elapsed)
+
+    def step_wall(self, seconds: float) -> None:
+        self.wall += seconds
+
+    def wait(self, seconds: float) -> None:
+        self.wall += seconds
+        self.elapsed += seconds
+
+
+def test_idle_timeout_counts_elapsed_time_not_wall_clock_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    clocks = SteppedClocks(monkeypatch)
+    clock = EventClock.build(_query(idle_timeout="30m"), resume_watermark_us=100 * S)  # the daemon's time source
+    clocks.wait(60)
+    clocks.step_wall(3600)  # NTP step or VM resume while caught up: no time passed for the stream
+    assert not clock.on_notify() and clock.watermark_us == 100 * S
+    assert clock.idle_for_s() == 60
+    clocks.wait(30 * 60)
+    assert clock.on_notify() and clock.watermark_us == (102 + 60 + 30 * 60 - 2) * S

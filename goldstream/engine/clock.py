@@ -8,9 +8,9 @@ back. It is the value Gold's offsets record (`snapshot`), and a restart resumes 
 The watermark also moves without rows in two cases: the opt-in idle timeout (a departure
 from Spark: with no new rows for `idle_timeout`, event time is assumed to go on at the
 speed of the time source from the last event seen, so windows still close when traffic
-stops) and the end of a bounded replay with --flush. The time source is a parameter so
-idle durations can be driven by a test; windows and their shape are not this module's
-concern (engine/windows.py).
+stops) and the end of a bounded replay with --flush. Idle durations are measured on the
+monotonic clock, which only counts elapsed time; the time source is a parameter so a test
+can drive it. Windows and their shape are not this module's concern (engine/windows.py).
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ _WM_AFTER = "__wm_after"
 class EventClock:
     delay_us: int
     idle_timeout_s: float | None = None  # None: the watermark moves only with rows
-    now: Callable[[], float] = time.time  # seconds; when rows last arrived and how long since
+    # Seconds, only ever subtracted: how long since rows last arrived. Monotonic, so a step
+    # of the wall clock (NTP, a VM resumed after a pause) is not taken for time idle.
+    now: Callable[[], float] = field(default_factory=lambda: time.monotonic)
     watermark_us: int = 0
     max_event_time_us: int | None = None
     last_rows_at: float = field(init=False)
@@ -43,12 +45,13 @@ class EventClock:
 
     @classmethod
     def build(cls, query: QuerySpec, resume_watermark_us: int | None = None,
-              now: Callable[[], float] = time.time) -> EventClock:
+              now: Callable[[], float] | None = None) -> EventClock:
         """A query's clock, from the watermark its Gold offsets record (None: a new query).
         The max event time it implies is restored too, so lag and the idle advance start
         from there rather than from nothing."""
         idle = query.idle_timeout
-        clock = cls(to_us(query.watermark_delay), None if idle is None else idle.total_seconds(), now)
+        clock = cls(to_us(query.watermark_delay), None if idle is None else idle.total_seconds(),
+                    *([] if now is None else [now]))
         if resume_watermark_us is not None:
             clock.watermark_us = resume_watermark_us
             if resume_watermark_us > 0:
