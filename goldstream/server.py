@@ -1,8 +1,9 @@
 """Health, readiness and Prometheus metrics over HTTP, for Kubernetes probes and scraping.
 
-`/healthz` is 200 while the loop iterates (503 once the last iteration is older than
-`health_stale_factor` × poll interval, at least 1 s: a process stuck in a storage call
-gets restarted); `/readyz` is 200 once Silver and Gold were reached and every query's
+`/healthz` is 200 while the loop makes progress — each poll, each Silver commit read,
+each query processed and committed, each wait of a storage backoff is a sign of life —
+and 503 once the last one is older than `health_stale_factor` × poll interval (at least
+1 s): a long batch that moves stays alive, a process stuck in one storage call is restarted; `/readyz` is 200 once Silver and Gold were reached and every query's
 state is rebuilt up to the Silver version its Gold records; `/metrics` is Prometheus.
 
 The server runs in its own daemon thread and only reads the pipeline's status snapshot
@@ -70,7 +71,7 @@ def _handler(status: Callable[[], PipelineStatus], metrics: CollectorRegistry,
                 age = time.monotonic() - status().last_iteration
                 ok = age <= stale_after
                 self._send(200 if ok else 503,
-                           f"{'ok' if ok else 'stale'}: last iteration {age:.1f}s ago (limit {stale_after:.1f}s)\n")
+                           f"{'ok' if ok else 'stale'}: last progress {age:.1f}s ago (limit {stale_after:.1f}s)\n")
             elif path == "/readyz":
                 ok, why = readiness(status())
                 self._send(200 if ok else 503, why + "\n")

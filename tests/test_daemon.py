@@ -145,3 +145,22 @@ def test_idle_timeout_closes_windows_only_where_configured(tmp_path: Path) -> No
     again.replay()
     assert DeltaTable(str(gold / "idle_on")).version() == before
     assert_gold_equal(read_gold(gold / "idle_on"), flushed)
+
+
+def test_liveness_is_refreshed_by_progress_within_a_batch(tmp_path: Path) -> None:
+    """A long batch is not a stuck loop: each Silver commit read, each query processed and
+    each Gold commit is a sign of life, so /healthz stays fresh while a batch moves and
+    goes stale only when nothing does (a hung storage call)."""
+    silver, gold = tmp_path / "silver", tmp_path / "gold"
+    table = _silver(silver, list(synth_commit_frames(30, 40, seed=21)))
+    cfg = write_config(tmp_path / "c.toml", silver, gold, list(seed_queries().values()), max_commits_per_batch=1000)
+    pipeline = Pipeline(load_settings(cfg))
+    signs: list[str] = []
+    keep_alive = pipeline.supervisor.keep_alive
+    pipeline.supervisor.keep_alive = lambda: (signs.append("alive"), keep_alive())[-1]  # type: ignore[method-assign]
+    pipeline.start()
+    opened = len(signs)
+    assert opened >= len(QUERIES)  # opening Silver and each Gold table
+    assert pipeline.step()  # every commit in one batch
+    assert pipeline.cursor == table.version + 1
+    assert len(signs) - opened >= table.version + len(QUERIES)  # per commit read, per query processed

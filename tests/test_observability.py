@@ -194,7 +194,7 @@ def test_daemon_health_readiness_and_metrics(s3_server: Any, tmp_path: Path, exa
         with _frozen(s3_server.pid):
             status, body = _wait_for("/healthz 503 while storage hangs",
                                      lambda: (g := _get(port, "/healthz")) and g[0] == 503 and g, proc, log)
-            assert body.startswith("stale: last iteration") and "limit 1.0s" in body
+            assert body.startswith("stale: last progress") and "limit 1.0s" in body
         _wait_for("/healthz 200 once storage answers again",
                   lambda: (_get(port, "/healthz") or (0,))[0] == 200, proc, log)
         assert _get(port, "/nope")[0] == 404  # type: ignore[index]

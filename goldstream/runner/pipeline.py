@@ -84,7 +84,8 @@ class Pipeline:
             return None  # stopped while waiting
         carried = {} if previous is None else {r.query.name: r.committed_stats for r in previous.runs}
         return Stream.open(self.settings, self.source, self.storage, self.progress,
-                           from_version=self.from_version, dry_run=self.dry_run, carried=carried)
+                           from_version=self.from_version, dry_run=self.dry_run, carried=carried,
+                           alive=self.supervisor.keep_alive)
 
     def _uris(self) -> list[str]:
         """Every table this pipeline reads or writes."""

@@ -3,6 +3,10 @@
 Silver's rows are read once per batch for all queries (again only to fill an optional
 late table); each query's run takes its share from there. A Stream is what a rebuild
 replaces: it is built only from Silver and Gold, as a fresh process would build it.
+
+`alive` is called at every step that moves (each Silver commit read, each chunk of rows
+read, each query opened or processed, which includes its Gold commit): the liveness probe then tells a long
+batch that makes progress from a loop stuck in one call.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import polars as pl
 
@@ -39,18 +44,20 @@ class Stream:
     source: SilverSource
     runs: list[QueryRun]
     cursor: int  # next Silver version to read
+    alive: Callable[[], None] = lambda: None  # a sign of progress, for the liveness probe
     _latest: tuple[float, int | None] = field(default=(float("-inf"), None), init=False)  # (when listed, version)
 
     @classmethod
     def open(cls, settings: Settings, source: SilverSource, storage: Storage, progress: ProgressReporter,
              from_version: int | None = None, dry_run: bool = False,
-             carried: dict[str, QueryStats] | None = None) -> Stream:
+             carried: dict[str, QueryStats] | None = None, alive: Callable[[], None] = lambda: None) -> Stream:
         """Open Silver and each query's Gold table; a query with Gold offsets resumes from
         them, a new one starts at `from_version` (or the configured starting version).
         Nothing is written in a dry run. `carried` stats continue those of a previous
         Stream as of each query's last Gold commit (what came after is processed again)."""
         carried = carried or {}
         source.open()
+        alive()
         runs = []
         for q in settings.queries:
             types = source.engine_types(q, settings.gold_path(q))
@@ -81,12 +88,13 @@ class Stream:
             if offsets is not None:
                 run.late_base = offsets.late_rows - run.stats.rows_late
             runs.append(run)
-        return cls(source, runs, min(r.rebuild_from for r in runs))
+            alive()
+        return cls(source, runs, min(r.rebuild_from for r in runs), alive)
 
     def step(self, stop: int | None = None) -> bool:
         """Process one batch (up to `stop`); False when there was nothing new."""
         t0 = time.perf_counter()
-        batch = self.source.next_batch(self.cursor, stop)
+        batch = self.source.next_batch(self.cursor, stop, on_commit=self.alive)
         if batch is None:
             return False
         t_log = time.perf_counter()
@@ -95,12 +103,14 @@ class Stream:
         # runs on those, once the whole batch is in (the watermark moves per whole commit).
         active = [run for run in self.runs if batch.last >= run.rebuild_from]
         scans = self.source.scans(batch)
-        partials = self.source.reading(batch, lambda: _partials([r.engine for r in active], scans))
+        partials = self.source.reading(batch, lambda: _partials([r.engine for r in active], scans, self.alive))
         t_read = time.perf_counter()
+        self.alive()
         durations = {"latestOffset": (t_log - t0) * 1000, "getBatch": (t_read - t_log) * 1000}
         rows = pl.concat([scan.versioned() for scan in scans], how="vertical_relaxed")
         for run, own in zip(active, partials):
             run.process(batch, own, rows, durations, latest=lambda: self._latest_version(batch.last))
+            self.alive()
         self.cursor = batch.last + 1
         return True
 
@@ -113,13 +123,16 @@ class Stream:
         return read if latest is None else max(latest, read)
 
 
-def _partials(engines: list[WindowedAggregation], scans: list[BatchScan]) -> list[pl.DataFrame]:
+def _partials(engines: list[WindowedAggregation], scans: list[BatchScan],
+              alive: Callable[[], None]) -> list[pl.DataFrame]:
     """Each engine's commit partials of a batch read in chunks: one chunk at a time is
-    streamed from Parquet, and its partials are folded into those of the chunks before."""
+    streamed from Parquet, and its partials are folded into those of the chunks before
+    (each chunk read is a sign of progress)."""
     out: list[pl.DataFrame] | None = None
     for scan in scans:
         chunk = commit_partials(engines, scan.rows, scan.unit, scan.resolve)
         out = chunk if out is None else [e.fold_partials(a, b) for e, a, b in zip(engines, out, chunk)]
+        alive()
     assert out is not None  # scans() yields at least one chunk
     return out
 

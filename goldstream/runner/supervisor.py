@@ -43,7 +43,8 @@ class Supervisor:
         self._must_open = True
 
     def keep_alive(self) -> None:
-        """Record a sign of life of the loop (what `/healthz` checks)."""
+        """Record a sign of progress (what `/healthz` checks): called at every poll and at
+        every step within a batch, so only a loop where nothing moves goes stale."""
         self.last_iteration = time.monotonic()
 
     def run(self, action: Callable[[Stream], _T]) -> _T | None:

@@ -468,8 +468,10 @@ class SilverSource:
             f"and this query still needs it. " + _WAYS_OUT.replace("restore it", "restore the log file")
         )
 
-    def next_batch(self, start: int, stop: int | None = None) -> Batch | None:
-        """Read commits start, start+1, ... up to the rate limits (a commit is never split)."""
+    def next_batch(self, start: int, stop: int | None = None,
+                   on_commit: Callable[[], None] = lambda: None) -> Batch | None:
+        """Read commits start, start+1, ... up to the rate limits (a commit is never split);
+        `on_commit` is called after each commit read (a sign of progress)."""
         batch = Batch()
         files = rows = 0
         if self._next_version != start or self.plan is None:
@@ -477,6 +479,7 @@ class SilverSource:
         v = start
         while len(batch.commits) < self.spec.max_commits_per_batch and (stop is None or v <= stop):
             commit = self.read_commit(v)
+            on_commit()
             if commit is None:
                 break
             over = (files + len(commit.files) > self.spec.max_files_per_batch
