@@ -243,6 +243,9 @@ class SourceSpec(_Strict):
     wait_for_table_timeout: Duration = timedelta(0)
     # Default for every query's max_event_time_skew (see QuerySpec).
     max_event_time_skew: Duration | None = None
+    # A commit whose largest event time is this far past the wall clock still moves the
+    # watermark (Spark's rule) but is reported: a WARNING, a metric, and `status`.
+    future_event_time_warning: Duration = timedelta(days=1)
 
     @field_validator("starting_version")
     @classmethod
@@ -251,10 +254,10 @@ class SourceSpec(_Strict):
             raise ValueError(f"starting_version must not be negative, got {v}")
         return v
 
-    @field_validator("poll_interval")
+    @field_validator("poll_interval", "future_event_time_warning")
     @classmethod
-    def _positive_poll(cls, v: timedelta) -> timedelta:
-        _require(v, "poll_interval", positive=True)
+    def _positive_durations(cls, v: timedelta, info: Any) -> timedelta:
+        _require(v, info.field_name, positive=True)
         return v
 
     @field_validator("wait_for_table_timeout", "max_event_time_skew")

@@ -113,7 +113,11 @@ class Metrics:
         self.commits = Counter("goldstream_commits", "Gold commits", ["query"], registry=r)
         self.watermark = Gauge("goldstream_watermark_seconds", "Event-time watermark (Unix seconds)", ["query"], registry=r)
         self.lag_versions = Gauge("goldstream_lag_versions", "Silver versions not yet processed", ["query"], registry=r)
-        self.lag_seconds = Gauge("goldstream_lag_seconds", "Event-time lag: wall clock minus max event time seen", ["query"], registry=r)
+        self.lag_seconds = Gauge("goldstream_lag_seconds", "Event-time lag: wall clock minus max event time seen "
+                                 "(negative: event time is ahead of the wall clock)", ["query"], registry=r)
+        self.future_event_commits = Counter(
+            "goldstream_future_event_commits", "Silver commits whose event time is far past the wall clock "
+            "([source] future_event_time_warning); each moved the watermark there", ["query"], registry=r)
         self.state_rows = Gauge("goldstream_state_rows", "Partial-aggregate rows held in state", ["query"], registry=r)
         self.batch_duration = Histogram("goldstream_batch_duration_seconds", "Batch processing time", ["query"],
                                         buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
@@ -127,12 +131,12 @@ class Metrics:
             return
         self._known.add(query)
         for metric in (self.input_rows, self.late_rows, self.windows_emitted, self.commits, self.watermark,
-                       self.lag_versions, self.state_rows, self.batch_duration):
+                       self.lag_versions, self.state_rows, self.batch_duration, self.future_event_commits):
             metric.labels(query=query)
 
         def lag() -> float:
             us = max_event_us()
-            return 0.0 if us is None else max(0.0, time.time() - us / 1e6)
+            return 0.0 if us is None else time.time() - us / 1e6  # signed: a jump ahead is not "no lag"
 
         self.lag_seconds.labels(query=query).set_function(lag)
 

@@ -17,7 +17,7 @@ from deltalake.exceptions import TableNotFoundError
 
 from goldstream.config import Settings
 from goldstream.runner import Pipeline
-from goldstream.runner.status import fmt_us
+from goldstream.runner.status import fmt_span_us, fmt_us
 from goldstream.storage import Storage
 
 
@@ -31,6 +31,7 @@ def status(settings: Settings) -> list[dict[str, Any]]:
         pass
     out = []
     now = time.time()
+    ahead_limit_s = settings.source.future_event_time_warning.total_seconds()
     for q in pipeline.status(detailed=True).queries:
         ts = q.last_gold_commit_ms
         max_event = q.max_event_time_us
@@ -40,14 +41,25 @@ def status(settings: Settings) -> list[dict[str, Any]]:
             "silver_latest_version": latest,
             "processed_through_version": q.committed if q.committed >= 0 else None,
             "lag_versions": None if latest is None else max(0, latest - q.committed),
-            "lag_seconds": None if max_event is None else round(max(0.0, now - max_event / 1e6), 3),
+            # negative when event time is ahead of the wall clock: a jump, not "caught up"
+            "lag_seconds": None if max_event is None else round(now - max_event / 1e6, 3),
             "max_event_time": None if max_event is None else fmt_us(max_event),
             "watermark": fmt_us(q.watermark_us),
             "open_windows": q.open_windows,
             "late_rows": q.late_rows,
             "last_gold_commit": datetime.fromtimestamp(ts / 1000, timezone.utc).isoformat() if ts else None,
+            "event_time_warning": _ahead_warning(max_event, now, ahead_limit_s),
         })
     return out
+
+
+def _ahead_warning(max_event_us: int | None, now_s: float, limit_s: float) -> str | None:
+    """Said when the watermark followed an event time far past the wall clock."""
+    if max_event_us is None or max_event_us / 1e6 - now_s <= limit_s:
+        return None
+    return (f"max event time {fmt_us(max_event_us)} is {fmt_span_us(max_event_us - int(now_s * 1e6))} ahead of the "
+            "wall clock: the watermark followed it, so later rows before it are late. If a device clock is to "
+            "blame, set max_event_time_skew and rebuild this query's Gold from a new gold_path.")
 
 
 def show(settings: Settings, query: str | None = None, limit: int = 10) -> list[tuple[str, pl.DataFrame]]:

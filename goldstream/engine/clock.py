@@ -27,6 +27,9 @@ from goldstream.durations import to_us
 COMMIT_MAX = "__max"  # a commit's largest event time (µs), the input of `on_commits`
 WM_BEFORE = "__wm_before"  # the watermark before a commit, the output of `on_commits`
 _WM_AFTER = "__wm_after"
+# The last instant a Delta (and Spark) timestamp holds, 9999-12-31T23:59:59.999999Z: no
+# watermark moves past it, and no window ending after it can be written to Gold.
+LATEST_TIMESTAMP_US = 253_402_300_799_999_999
 
 
 @dataclass
@@ -91,7 +94,7 @@ class EventClock:
         idle_s = self.idle_for_s()
         if idle_s < self.idle_timeout_s:
             return False
-        target = self.max_event_time_us + int(idle_s * 1e6) - self.delay_us
+        target = min(self.max_event_time_us + int(idle_s * 1e6) - self.delay_us, LATEST_TIMESTAMP_US)
         return self._move_to((target // 1000) * 1000)
 
     def on_eof(self, watermark_us: int) -> None:

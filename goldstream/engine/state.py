@@ -47,6 +47,9 @@ class StepResult:
     late: pl.DataFrame | None = None
     max_event_time_us: int | None = None
     watermark_us: int = 0
+    # The largest event time of each commit that moved the clock (`VERSION`, `COMMIT_MAX`),
+    # so a jump far past the wall clock can be reported with its version.
+    commit_max: pl.DataFrame | None = None
 
 
 @dataclass
@@ -184,6 +187,7 @@ class WindowedAggregation:
 
         per_commit = timed.group_by(VERSION).agg(pl.col(_TSMAX).max().alias(COMMIT_MAX)).sort(VERSION)
         result.max_event_time_us = int(per_commit[COMMIT_MAX].max())  # type: ignore[arg-type]
+        result.commit_max = per_commit
         wm_before = self.clock.on_commits(per_commit)
         wm_end = self.watermark_us
 
@@ -267,12 +271,18 @@ class WindowedAggregation:
             return None
         return self._close(before, self.watermark_us)
 
+    def flush_end_us(self) -> int | None:
+        """The end of the last window `flush` would emit (None: no open window)."""
+        if self.state is None or self.state.height == 0:
+            return None
+        last_pane = int(self.state[_PANE].max())  # type: ignore[arg-type]
+        return last_pane * self.windows.slide_us + self.windows.size_us
+
     def flush(self) -> pl.DataFrame:
         """Emit every still-open window (end of a bounded replay with --flush)."""
-        if self.state is None or self.state.height == 0:
+        wm_all = self.flush_end_us()
+        if wm_all is None:
             return self.empty_output()
-        last_pane = int(self.state[_PANE].max())  # type: ignore[arg-type]
-        wm_all = last_pane * self.windows.slide_us + self.windows.size_us
         closed = self._close(self.watermark_us, wm_all)
         self.clock.on_eof(wm_all)
         return closed

@@ -127,6 +127,9 @@ class Pipeline:
             if on_batch:
                 on_batch(self)
         if not self.stop_event.is_set():
+            if flush:
+                for run in stream.runs:  # every query's check before any query writes
+                    run.check_flush()
             for run in stream.runs:
                 run.finish(flush)
 

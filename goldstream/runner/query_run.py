@@ -17,9 +17,11 @@ import polars as pl
 
 from goldstream.columns import VERSION
 from goldstream.config import QuerySpec
-from goldstream.engine.state import WindowedAggregation
+from goldstream.engine.clock import COMMIT_MAX, LATEST_TIMESTAMP_US
+from goldstream.engine.state import StepResult, WindowedAggregation
+from goldstream.errors import SinkError
 from goldstream.observability import ProgressReporter
-from goldstream.runner.status import QueryStats, QueryStatus, fmt_us
+from goldstream.runner.status import QueryStats, QueryStatus, fmt_span_us, fmt_us
 from goldstream.sink.definition import fingerprint
 from goldstream.sink.gold import GoldSink
 from goldstream.sink.late import LateSink
@@ -47,6 +49,7 @@ class QueryRun:
     stats: QueryStats = field(default_factory=QueryStats)
     committed_stats: QueryStats = field(default_factory=QueryStats)  # as of the last Gold commit
     late_base: int = 0  # late rows counted before this process (from Gold), for the offsets
+    future_warning_us: int = 86_400_000_000  # report a commit whose event time is this far past the wall clock
 
     def offsets(self) -> Offsets:
         low = self.engine.oldest_version_in_state()
@@ -73,6 +76,7 @@ class QueryRun:
         if not live_commits:
             return
         result = self.engine.process_partials(partials, rows)
+        self._report_far_future(result)
         t_engine = time.perf_counter()
         self.processed = batch.last
         self.stats = replace(
@@ -91,6 +95,36 @@ class QueryRun:
         t_commit = time.perf_counter()
         durations = {**durations, "addBatch": (t_engine - t0) * 1000, "commitOffsets": (t_commit - t_engine) * 1000}
         self.progress.report(self.status(), batch, result, durations, latest=latest)
+
+    def _report_far_future(self, result: StepResult) -> None:
+        """Spark moves the watermark to whatever event time a row carries, and so does
+        goldstream; but a commit dated far past the wall clock (a broken device clock, a
+        unit error) makes every later row late, so it must not pass unnoticed."""
+        if result.commit_max is None:
+            return
+        now_us = int(time.time() * 1e6)  # wall time: event times are compared with it
+        far = result.commit_max.filter(pl.col(COMMIT_MAX) > now_us + self.future_warning_us)
+        for version, max_us in far.select(VERSION, COMMIT_MAX).iter_rows():
+            log.warning(
+                "query %r: Silver version %d holds an event time of %s, %s ahead of the wall clock. The watermark "
+                "moves there (Spark's rule), so every later row before it counts as late. If a device clock or a "
+                "unit error is to blame, set max_event_time_skew ([source] or per query) to refuse such rows "
+                "instead, and rebuild this query's Gold from a new gold_path.",
+                self.query.name, version, fmt_us(max_us), fmt_span_us(max_us - now_us))
+            self.progress.metrics.future_event_commits.labels(query=self.query.name).inc()
+
+    def check_flush(self) -> None:
+        """Refuse a --flush whose windows end past the last instant a Delta timestamp holds
+        (a row dated 9999-12-31): the window end would be written as year 10000, which no
+        reader takes. Called for every query before any of them flushes."""
+        end_us = self.engine.flush_end_us()
+        if end_us is not None and end_us > LATEST_TIMESTAMP_US:
+            raise SinkError(
+                f"--flush would close a window of query {self.query.name!r} ending at {fmt_us(end_us)}, past "
+                f"9999-12-31T23:59:59.999999Z, the last instant a Delta timestamp holds (a row's event time is "
+                f"{fmt_us(self.engine.max_event_time_us or end_us)}). Nothing was flushed for any query. Replay "
+                "without --flush, or set max_event_time_skew and rebuild this query's Gold from a new gold_path "
+                "so that such rows are refused.")
 
     def commit(self, closed: pl.DataFrame) -> None:
         """Append `closed` to Gold with the offsets as of now, in one Delta commit."""

@@ -58,3 +58,8 @@ class PipelineStatus:
 def fmt_us(us: int) -> str:
     """An event time (µs since the epoch) as shown in logs and summaries."""
     return pl.Series([us]).cast(pl.Datetime("us", "UTC")).dt.to_string("%Y-%m-%dT%H:%M:%S%.3fZ")[0]
+
+
+def fmt_span_us(us: int) -> str:
+    """A long span of time, rounded for a message: "3.2 h", "2,914,583.0 days"."""
+    return f"{us / 86_400e6:,.1f} days" if us >= 86_400_000_000 else f"{us / 3_600e6:.1f} h"

@@ -81,6 +81,7 @@ class Stream:
                     sink.open(create=True)
                 run = QueryRun(q, engine, sink, progress, start, start - 1, start - 1, dry_run=dry_run)
                 log.info("query %s starts at Silver version %d", q.name, start)
+            run.future_warning_us = to_us(settings.source.future_event_time_warning)
             if q.late_sink and not dry_run:
                 run.late_sink = LateSink(q.late_sink, q.resolved_app_id, storage, query=q.name)
             if q.name in carried:
