@@ -6,6 +6,11 @@ ahead of Gold. Gold's `txn` offsets are the only state known to match Gold's row
 rebuilding from them is exactly what a restart does, so a retry can neither lose nor
 duplicate a window, and as a Gold commit is one atomic Delta commit, nothing partial is
 ever committed.
+
+The backoff spans consecutive failures, not one call: after a rebuild, the first batch
+only re-reads what Gold records, which succeeds even while every write fails, so it is
+no sign of recovery. Only real progress (a Gold commit, or a Silver version processed
+beyond the previous high-water mark) starts the next outage from the first delay.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ class Supervisor:
         self.stream: Stream | None = None  # None until opened, and while being rebuilt
         self._must_open = True  # (re)build from Silver and Gold before the next action
         self.last_iteration = time.monotonic()
+        self._backoff = retry.backoff()  # across calls: reset only by real progress
+        self._high_water = (-1, -1)  # the furthest (Gold commit, Silver version processed) seen
 
     def reopen(self) -> None:
         """Build the Stream afresh before the next action."""
@@ -56,7 +63,7 @@ class Supervisor:
         A permanent failure (credentials rejected, access denied, no such bucket) raises
         StorageAccessError at once; `retry` bounds how long failures are retried (forever
         in the daemon), then TransientStorageError. Returns None if stopped meanwhile."""
-        backoff = self.retry.backoff()
+        backoff = self._backoff
         while True:
             try:
                 if self._must_open:
@@ -65,8 +72,11 @@ class Supervisor:
                     self._must_open = False
                 if self.stream is None or self.stop_event.is_set():
                     return None  # stopped while waiting for Silver
-                return action(self.stream)
+                result = action(self.stream)
+                self._note_progress()
+                return result
             except Exception as err:
+                self._note_progress()
                 failure = storage_failure(err, self._where())
                 if failure is None:
                     raise
@@ -84,6 +94,17 @@ class Supervisor:
                             "offsets", failure, backoff.attempt, delay)
                 if self._pause(delay):
                     return None
+
+    def _note_progress(self) -> None:
+        """Reset the backoff if the Stream got further than ever before."""
+        if self.stream is None or not self.stream.runs:
+            return
+        gold = max(run.committed for run in self.stream.runs)
+        silver = max(run.processed for run in self.stream.runs)
+        if gold > self._high_water[0] or silver > self._high_water[1]:
+            if self._high_water != (-1, -1):  # the first Stream's position is no progress
+                self._backoff.reset()
+            self._high_water = (max(gold, self._high_water[0]), max(silver, self._high_water[1]))
 
     def _pause(self, seconds: float) -> bool:
         """Wait `seconds` (True if stopped meanwhile), keeping the liveness clock fresh: a
