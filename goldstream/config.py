@@ -269,6 +269,15 @@ class SourceSpec(_Strict):
 
 class SinkSpec(_Strict):
     gold_root: Text = "./data/gold"
+    # `run`: an instance that finds another one owning its Gold tables stands by, and takes
+    # over once they have not moved for this long while Silver got new versions.
+    takeover_after: Duration = timedelta(minutes=10)
+
+    @field_validator("takeover_after")
+    @classmethod
+    def _positive_takeover(cls, v: timedelta) -> timedelta:
+        _require(v, "takeover_after", positive=True)
+        return v
 
 
 class StorageSpec(_Strict):

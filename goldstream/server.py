@@ -3,8 +3,10 @@
 `/healthz` is 200 while the loop makes progress — each poll, each Silver commit read,
 each query processed and committed, each wait of a storage backoff is a sign of life —
 and 503 once the last one is older than `health_stale_factor` × poll interval (at least
-1 s): a long batch that moves stays alive, a process stuck in one storage call is restarted; `/readyz` is 200 once Silver and Gold were reached and every query's
-state is rebuilt up to the Silver version its Gold records; `/metrics` is Prometheus.
+1 s): a long batch that moves stays alive, a process stuck in one storage call is
+restarted. `/readyz` is 200 once Silver and Gold were reached and every query's state is
+rebuilt up to the Silver version its Gold records (503 while standing by for another
+instance that owns the Gold tables). `/metrics` is Prometheus.
 
 The server runs in its own daemon thread and only reads the pipeline's status snapshot
 (which never waits) and its metrics registry, so it keeps answering while the loop is
@@ -52,6 +54,8 @@ def readiness(status: PipelineStatus) -> tuple[bool, str]:
     """Ready once `start()` reached Silver and Gold and the state of every query has been
     rebuilt: until the loop has re-read Silver past the version a query's Gold records, its
     open windows are incomplete, so its lag and watermark are not yet meaningful."""
+    if status.standby:
+        return False, status.standby
     if not status.ready:
         return False, "starting: opening Silver and Gold"
     behind = status.rebuilding()

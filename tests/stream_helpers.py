@@ -136,18 +136,20 @@ class GrowingSilver(Protocol):
     def append(self, frame: pl.DataFrame) -> int: ...
 
 
-def grow_until_one_stops(procs: list[Proc], silver: GrowingSilver, frames: Iterator[pl.DataFrame],
-                         limit: int) -> tuple[Proc, Proc]:
-    """Two instances of one query: once both opened Gold, keep Silver growing (both have to
-    commit new windows) until one of them exits; (the one still running, the one that exited)."""
+def grow_until_one_stands_by(procs: list[Proc], silver: GrowingSilver, frames: Iterator[pl.DataFrame],
+                             limit: int) -> tuple[Proc, Proc]:
+    """Two `run` instances of one query: once both opened Gold, keep Silver growing (both
+    have to commit new windows) until fencing makes one of them stand by; neither may exit.
+    Returns (the owner, the standby)."""
     wait_until(lambda: all("Silver version" in p.stdout() or p.poll() is not None for p in procs),
                "both instances to open Gold")
-    while all(p.poll() is None for p in procs):
+    while not any("Standing by" in p.stdout() for p in procs):
+        assert all(p.poll() is None for p in procs), [p.describe() for p in procs]
         assert silver.version < limit, "both instances kept running: no fencing"
         silver.append(next(frames))
         time.sleep(0.05)
-    loser = next(p for p in procs if p.poll() is not None)
-    return next(p for p in procs if p is not loser), loser
+    standby = next(p for p in procs if "Standing by" in p.stdout())
+    return next(p for p in procs if p is not standby), standby
 
 
 def wait_caught_up(proc: Proc, gold_root: Path | str, queries: list[str], version: int,

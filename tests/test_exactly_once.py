@@ -39,7 +39,7 @@ from reference import read_delta_commits, reference_gold
 from stream_helpers import (
     Proc,
     data_files,
-    grow_until_one_stops,
+    grow_until_one_stands_by,
     log_versions,
     orphan_files,
     wait_caught_up,
@@ -339,27 +339,41 @@ def test_racing_creates_and_first_commits_leave_one_owner(tmp_path: Path, store:
 
 
 @pytest.mark.parametrize("gold_exists", [False, True], ids=["fresh-gold", "existing-gold"])
-def test_two_run_daemons_started_together_one_owner(tmp_path: Path, gold_exists: bool) -> None:
+def test_second_run_daemon_stands_by_then_takes_over_from_a_killed_owner(tmp_path: Path, gold_exists: bool) -> None:
+    """Two `run` instances of one query: fencing lets one own Gold; the other becomes a
+    standby (it keeps running, polling, not ready) instead of exiting into a crash loop.
+    Once the owner is SIGKILLed and Gold stops moving for `takeover_after` while Silver
+    grows, the standby takes over, and Gold equals one uninterrupted replay."""
     silver, gold, late = tmp_path / "silver", tmp_path / "gold", tmp_path / "late"
     table, _ = _static_silver(silver, 40, 40, seed=8)
-    # one query: one owner, one loser; late sink on the fresh table, Gold alone on the other
+    # one query: one owner, one standby; late sink on the fresh table, Gold alone on the other
     queries = _queries_with_late_sinks(late)[:1] if not gold_exists else [seed_queries()["country_stats"]]
     cfg = write_config(tmp_path / "c.toml", silver, gold, queries, max_commits_per_batch=3)
     if gold_exists:
         p = Pipeline(_settings(cfg))
         p.start()
         p.replay(to_version=30)
-    procs = [Proc(["run", "--config", str(cfg), "--http-port", "0"], tmp_path / "logs", f"run{i}",
-                  env=cli_env(**FAST_POLL)) for i in range(2)]
+    env = cli_env(**FAST_POLL, GOLDSTREAM_SINK__TAKEOVER_AFTER="2s")
+    procs = [Proc(["run", "--config", str(cfg), "--http-port", "0"], tmp_path / "logs", f"run{i}", env=env)
+             for i in range(2)]
     try:
         frames = synth_commit_frames(400, 40, seed=9, start=_after(table))
-        winner, loser = grow_until_one_stops(procs, table, frames, limit=400)
-        assert loser.wait() == 3, loser.describe()
-        assert "another instance owns query 'country_stats'" in loser.stderr()
-        assert "no duplicate rows" in loser.stderr()
-        wait_caught_up(winner, gold, ["country_stats"], table.version)
-        winner.signal(signal.SIGTERM)
-        assert winner.wait() == 0, winner.describe()
+        owner, standby = grow_until_one_stands_by(procs, table, frames, limit=400)
+        assert "another instance owns query 'country_stats'" in standby.stdout()
+        assert "no duplicate rows" in standby.stdout()
+        for _ in range(5):  # the standby keeps polling; it neither exits nor writes
+            table.append(next(frames))
+            time.sleep(0.05)
+        assert standby.poll() is None, standby.describe()
+        owner.kill()  # SIGKILL: no clean stop, Gold stops moving
+        deadline = time.monotonic() + 120
+        while "taking over: the Gold tables" not in standby.stdout():  # Silver keeps growing meanwhile
+            assert time.monotonic() < deadline and standby.poll() is None, standby.describe()
+            table.append(next(frames))
+            time.sleep(0.1)
+        wait_caught_up(standby, gold, ["country_stats"], table.version)
+        standby.signal(signal.SIGTERM)
+        assert standby.wait() == 0, standby.describe()
     finally:
         for p in procs:
             if p.poll() is None:

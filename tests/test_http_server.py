@@ -17,7 +17,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from goldstream.runner.status import PipelineStatus
-from goldstream.server import start_http_server
+from goldstream.server import readiness, start_http_server
 
 GENEROUS_S = 60.0  # bounds for what takes well under a second on an idle machine
 
@@ -107,3 +107,10 @@ def test_early_disconnects_log_one_debug_line_and_no_traceback(server: tuple[int
     assert "Traceback" not in err and "BrokenPipe" not in err and "ConnectionReset" not in err
     hangups = [r for r in caplog.records if "disconnected" in r.getMessage()]
     assert hangups and all(r.levelno == logging.DEBUG and "\n" not in r.getMessage() for r in hangups)
+
+
+def test_a_standby_is_alive_but_not_ready() -> None:
+    """An instance waiting for another that owns its Gold tables: /readyz says why."""
+    standby = PipelineStatus(ready=True, cursor=5, last_iteration=time.monotonic(), queries=(),
+                             standby="standby: another instance owns query 'q'")
+    assert readiness(standby) == (False, "standby: another instance owns query 'q'")

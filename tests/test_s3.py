@@ -45,7 +45,7 @@ from goldstream.storage import Storage, fs_path
 from goldstream.demo.synth import DEFAULT_START, synth_commit_frames
 from conformance_cases import conformance_cases
 from s3server import S3Server, S3ServerError
-from stream_helpers import Proc, grow_until_one_stops, wait_caught_up, wait_until
+from stream_helpers import Proc, grow_until_one_stands_by, wait_caught_up, wait_until
 from testsupport import ROOT
 from testsupport.config import QUERIES, example_doc, seed_queries, write_config
 from testsupport.gold import read_gold
@@ -269,7 +269,7 @@ def _table_version(s3: S3Server, table: str) -> int:
 def test_two_run_daemons_on_one_s3_gold_one_owner(s3_server: S3Server, tmp_path: Path) -> None:
     """Two `run` instances of one query on one S3 Gold table: one wins (its offsets are in
     Gold first, or S3's `If-None-Match: *` refuses the other's log entry when both commit at
-    once); the other stops with exit 3 and no duplicate row. The endpoint comes from the
+    once); the other stands by (it keeps running, writes nothing) and no row is duplicated. The endpoint comes from the
     config's [storage] section here, not from AWS_ENDPOINT_URL."""
     prefix = _prefix(s3_server, "fencing")
     silver, gold = f"{prefix}/silver", f"{prefix}/gold"
@@ -286,13 +286,14 @@ def test_two_run_daemons_on_one_s3_gold_one_owner(s3_server: S3Server, tmp_path:
     opts = s3_server.deltalake_storage_options()
     try:
         frames = synth_commit_frames(200, 40, seed=9, start=DEFAULT_START + timedelta(seconds=10 * 40))
-        winner, loser = grow_until_one_stops(procs, DeltaAppender(silver, opts), frames, limit=200)
-        assert loser.wait() == 3, loser.describe()
-        assert "another instance owns query 'country_stats'" in loser.stderr()
+        winner, loser = grow_until_one_stands_by(procs, DeltaAppender(silver, opts), frames, limit=200)
+        assert "another instance owns query 'country_stats'" in loser.stdout()
         final = DeltaTable(silver, storage_options=opts).version()
         _wait_caught_up(s3_server, winner, gold, ["country_stats"], final)
-        winner.signal(signal.SIGTERM)
-        assert winner.wait() == 0, winner.describe()
+        for p in (winner, loser):
+            assert p.poll() is None, p.describe()
+            p.signal(signal.SIGTERM)
+            assert p.wait() == 0, p.describe()
     finally:
         for p in procs:
             if p.poll() is None:

@@ -7,20 +7,24 @@ whenever a transient storage failure interrupts it.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any, Callable
 
 from goldstream.config import Settings
-from goldstream.errors import SourceError
+from goldstream.durations import to_us
+from goldstream.errors import OwnershipLost, SourceError
 from goldstream.observability import ProgressReporter
 from goldstream.retry import RetryPolicy
 from goldstream.runner.query_run import QueryRun
+from goldstream.runner.standby import Standby
 from goldstream.runner.status import PipelineStatus
 from goldstream.runner.stream import Stream
 from goldstream.runner.supervisor import Supervisor
 from goldstream.source.reader import SilverSource
 from goldstream.storage import Storage
 
+log = logging.getLogger(__name__)
 
 class Pipeline:
     """Silver source → one engine per query → one Gold sink per query."""
@@ -39,6 +43,7 @@ class Pipeline:
         self.stop_event = threading.Event()
         self.supervisor = Supervisor(self._open, retry or RetryPolicy(), self.stop_event, self._where)
         self._wait_for_table = False
+        self.standing_by: str | None = None  # why `run` waits for another instance (not ready meanwhile)
 
     @property
     def runs(self) -> list[QueryRun]:
@@ -56,6 +61,7 @@ class Pipeline:
         stream = self.supervisor.stream
         return PipelineStatus(
             ready=stream is not None,
+            standby=self.standing_by,
             cursor=0 if stream is None else stream.cursor,
             last_iteration=self.supervisor.last_iteration,
             queries=tuple(run.status(detailed) for run in ([] if stream is None else stream.runs)),
@@ -134,14 +140,33 @@ class Pipeline:
                 run.finish(flush)
 
     def run_forever(self, poll_interval_s: float) -> None:
-        """The daemon loop: poll, process what is new, commit, sleep; until stop_event."""
+        """The daemon loop: poll, process what is new, commit, sleep; until stop_event.
+        Losing a Gold table to another instance makes this one a standby (runner/standby.py)."""
+        takeover_after_s = to_us(self.settings.sink.takeover_after) / 1e6
         while not self.stop_event.is_set():
             try:
                 did = self.supervisor.run(self._poll)
+            except OwnershipLost as lost:
+                self._stand_by(lost, poll_interval_s, takeover_after_s)
+                continue
             finally:
                 self.supervisor.keep_alive()
             if not did:
                 self.stop_event.wait(poll_interval_s)
+
+    def _stand_by(self, lost: OwnershipLost, poll_interval_s: float, takeover_after_s: float) -> None:
+        """Wait (not ready, alive, polling) until the owner looks gone, then resume from Gold."""
+        self.standing_by = f"standby: {lost}"
+        log.warning("%s Standing by (not ready): polling every %gs; this instance resumes once these Gold tables "
+                    "have not moved for %gs while Silver has new versions", lost, poll_interval_s, takeover_after_s)
+        watch = Standby([self.settings.gold_path(q) for q in self.settings.queries], self.storage,
+                        self.source.latest_version, takeover_after_s)
+        while not self.stop_event.wait(poll_interval_s):
+            self.supervisor.keep_alive()
+            if self.supervisor.run(lambda stream: watch.observe()):
+                break
+        self.supervisor.reopen()  # as a restart would: from Gold's offsets
+        self.standing_by = None
 
     def _poll(self, stream: Stream) -> bool:
         did = self._step(stream)

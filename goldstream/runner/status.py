@@ -48,6 +48,7 @@ class PipelineStatus:
     cursor: int  # next Silver version to read
     last_iteration: float  # time.monotonic() of the last sign of life of the loop
     queries: tuple[QueryStatus, ...]
+    standby: str | None = None  # why this instance waits for another one that owns its Gold tables
 
     def rebuilding(self) -> list[str]:
         """Queries whose state is not yet rebuilt up to the Silver version Gold records:
