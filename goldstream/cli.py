@@ -113,7 +113,7 @@ def replay(
 
     def go() -> None:
         settings = _settings(config, silver, gold_root)
-        setup_logging(settings.log_level)
+        setup_logging(settings.log_level, route_native_stderr=True)
         pipeline = Pipeline(settings, from_version=from_version)
         if to_version is not None:
             _check_reaches(pipeline.source, to_version)
@@ -153,7 +153,7 @@ def run(
 
     def go() -> None:
         settings = _settings(config, silver, gold_root)
-        setup_logging(settings.log_level)
+        setup_logging(settings.log_level, route_native_stderr=True)
         pipeline = Pipeline(settings, retry=FOREVER)  # the daemon never exits on a transient error
         _install_stop_handlers(pipeline.stop_event.set)
         port = settings.server.http_port if http_port is None else http_port

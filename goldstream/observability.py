@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import sys
+import threading
 import time
 import uuid
 from datetime import datetime, timezone
@@ -86,15 +89,62 @@ class RedactingFormatter(logging.Formatter):
         return redact(self.inner.format(record))
 
 
-def setup_logging(level: str = "INFO", json_lines: bool | None = None) -> None:
-    """JSON lines unless stdout is a TTY; one handler on the root logger, secrets masked."""
+def setup_logging(level: str = "INFO", json_lines: bool | None = None, route_native_stderr: bool = False) -> None:
+    """JSON lines unless stdout is a TTY; one handler on the root logger, secrets masked.
+    With `route_native_stderr` (replay and run), what native libraries write to stderr
+    goes through that handler too (see `_route_native_stderr`)."""
     if json_lines is None:
         json_lines = not sys.stdout.isatty()
+    if route_native_stderr:
+        _route_native_stderr()  # first: a text handler must write to the real stderr, not the pipe
     handler = logging.StreamHandler(sys.stdout if json_lines else sys.stderr)
     handler.setFormatter(RedactingFormatter(JsonFormatter() if json_lines else TextFormatter()))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+# A Rust panic as the default hook prints it: a first line, the message, maybe a backtrace,
+# then a "note: ..." line. Client libraries (delta-rs, object_store) print some while dropping a runtime
+# after a failed request ("Already shut down"); the failure itself reaches Python as an
+# exception, which is what gets reported.
+_PANIC_START = re.compile(r"^thread '.*' panicked at ")
+_native_routed = False
+
+
+def _route_native_stderr() -> None:
+    """Point file descriptor 2 at a pipe whose lines a thread logs as `goldstream.native`
+    records: panic blocks at DEBUG, anything else at WARNING. Native code writes there
+    directly, around Python's `sys.stderr`, which is why a handler cannot see it otherwise;
+    `sys.stderr` itself is moved to a copy of the original descriptor, so what Python
+    writes (the CLI's messages, tracebacks) still reaches stderr unchanged."""
+    global _native_routed
+    if _native_routed:
+        return
+    _native_routed = True
+    sys.stderr.flush()
+    original = os.dup(2)
+    sys.stderr = os.fdopen(original, "w", buffering=1, encoding=sys.stderr.encoding or "utf-8",
+                           errors="backslashreplace")
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    threading.Thread(target=_log_native_lines, args=(read_end,), name="goldstream-native-stderr", daemon=True).start()
+
+
+def _log_native_lines(fd: int) -> None:
+    log = logging.getLogger("goldstream.native")
+    in_panic = False
+    with os.fdopen(fd, "rb") as pipe:
+        for raw in pipe:
+            line = raw.decode("utf-8", errors="replace").rstrip()
+            if not line:
+                in_panic = False
+                continue
+            in_panic = in_panic or bool(_PANIC_START.match(line))
+            log.log(logging.DEBUG if in_panic else logging.WARNING, "%s", line)
+            if line.startswith("note: "):  # the hook's last line, after the message or the backtrace
+                in_panic = False
 
 
 class Metrics:

@@ -300,3 +300,29 @@ def test_readable_log_lines_on_a_terminal(small_silver: Path, tmp_path: Path, ex
     lines = [ln for ln in text.splitlines() if ln.strip()]
     assert lines and not any(ln.lstrip().startswith("{") for ln in lines), text
     assert any("INFO" in ln and "[country_stats] batch 0:" in ln and "windows, watermark" in ln for ln in lines), text
+
+
+def test_native_library_panics_become_debug_log_lines(tmp_path: Path) -> None:
+    """Rust client libraries print panics ("Already shut down" from a runtime dropped after
+    a failed request) straight to file descriptor 2, around Python: routed through the
+    logging handler they are DEBUG JSON lines, other native output a WARNING, and what
+    Python itself writes to stderr (the CLI's error messages) still reaches stderr."""
+    script = (
+        "import os, sys, time\n"
+        "from goldstream.observability import setup_logging\n"
+        "setup_logging('DEBUG', json_lines=True, route_native_stderr=True)\n"
+        "os.write(2, b\"thread 'tokio-runtime-worker' panicked at src/buffered.rs:10:5:\\nAlready shut down\\n"
+        "note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\\n\")\n"
+        "os.write(2, b'a native warning\\n')\n"
+        "print('error: a message for the operator', file=sys.stderr)\n"
+        "time.sleep(1.0)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "error: a message for the operator\n"
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    native = {r["msg"]: r["level"] for r in records if r["logger"] == "goldstream.native"}
+    assert native["thread 'tokio-runtime-worker' panicked at src/buffered.rs:10:5:"] == "DEBUG"
+    assert native["Already shut down"] == "DEBUG"
+    assert native["a native warning"] == "WARNING"
