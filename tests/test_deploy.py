@@ -382,9 +382,10 @@ def test_memory_covers_the_measured_peaks(file: str, container) -> None:
 
 
 def test_liveness_outlasts_the_measured_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """/healthz goes stale health_stale_factor x poll_interval after the last loop iteration
-    and a batch does not refresh it, so liveness must wait well past the longest measured
-    run, or a slow batch is killed and retried the same way forever."""
+    """/healthz goes stale health_stale_factor x poll_interval after the last sign of
+    progress; within a batch, reading and aggregating one chunk of rows is a single call
+    that does not refresh it, so liveness must wait well past the longest measured run, or a
+    slow batch is killed and retried the same way forever."""
     from goldstream.durations import to_us
 
     settings = _configmap_settings("configmap.yaml", tmp_path, monkeypatch)
