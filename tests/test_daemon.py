@@ -26,7 +26,7 @@ from goldstream.runner import Pipeline
 from goldstream.runner.status import fmt_us
 from reference import read_delta_commits, reference_gold, reference_gold_frame
 from stream_helpers import Proc, log_versions, orphan_files, wait_caught_up, wait_until
-from testsupport.config import seed_queries, write_config
+from testsupport.config import QUERIES, seed_queries, write_config
 from testsupport.gold import read_gold, txn_version
 from testsupport.process import cli_env, goldstream
 from testsupport.silver import fast_silver
@@ -152,7 +152,7 @@ def test_liveness_is_refreshed_by_progress_within_a_batch(tmp_path: Path) -> Non
     each Gold commit is a sign of life, so /healthz stays fresh while a batch moves and
     goes stale only when nothing does (a hung storage call)."""
     silver, gold = tmp_path / "silver", tmp_path / "gold"
-    table = _silver(silver, list(synth_commit_frames(30, 40, seed=21)))
+    table = fast_silver(silver, list(synth_commit_frames(30, 40, seed=21)))
     cfg = write_config(tmp_path / "c.toml", silver, gold, list(seed_queries().values()), max_commits_per_batch=1000)
     pipeline = Pipeline(load_settings(cfg))
     signs: list[str] = []

@@ -269,8 +269,8 @@ def _table_version(s3: S3Server, table: str) -> int:
 def test_two_run_daemons_on_one_s3_gold_one_owner(s3_server: S3Server, tmp_path: Path) -> None:
     """Two `run` instances of one query on one S3 Gold table: one wins (its offsets are in
     Gold first, or S3's `If-None-Match: *` refuses the other's log entry when both commit at
-    once); the other stands by (it keeps running, writes nothing) and no row is duplicated. The endpoint comes from the
-    config's [storage] section here, not from AWS_ENDPOINT_URL."""
+    once); the other stands by (it keeps running, writes nothing) and no row is duplicated.
+    The endpoint comes from the config's [storage] section here, not from AWS_ENDPOINT_URL."""
     prefix = _prefix(s3_server, "fencing")
     silver, gold = f"{prefix}/silver", f"{prefix}/gold"
     local, _ = _small_silver(tmp_path, 40, 40, seed=8)

@@ -19,15 +19,18 @@ import pytest
 from goldstream.config import load_settings
 from goldstream.demo.synth import synth_commit_frames
 from goldstream.runner import Pipeline
-from helpers import QUERIES
-from stream_helpers import ROOT, FastSilver, cli_env, log_versions, seed_queries, write_config
+from stream_helpers import log_versions
+from testsupport import ROOT
+from testsupport.config import QUERIES, seed_queries, write_config
+from testsupport.process import cli_env
+from testsupport.silver import FastSilver
 
 FAR = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
 
 
 def _silver_with_a_far_future_row(path: Path, far: datetime = FAR) -> tuple[FastSilver, int]:
     frames = list(synth_commit_frames(12, 50, seed=31))
-    table = FastSilver(path, frames[0])
+    table = FastSilver(path, frames[0].clear())
     for f in frames[:8]:
         table.append(f)
     jump = frames[8].with_columns(
