@@ -215,3 +215,26 @@ def test_bad_arguments_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         list(synth_commit_frames(int(args["commits"]), int(args["rows_per_commit"]), 0,
                                  commit_interval_s=args["commit_interval_s"]))
+
+
+@pytest.mark.slow  # ~1 min, ~2 GB; still part of the default run
+def test_a_five_million_row_commit_is_generated(tmp_path: Path) -> None:
+    """One commit's random bytes once overflowed `random.randbytes` (a C int of bits)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "big"
+    done = subprocess.run([sys.executable, "-m", "goldstream", "generate-silver", "--out", str(out), "--commits", "1",
+                           "--rows-per-commit", "5000000"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert pl.scan_delta(str(out)).select(pl.len()).collect().item() == 5_000_000
+
+
+def test_random_bytes_drawn_in_chunks_are_the_same_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Drawing a commit's randomness in bounded chunks leaves every seeded table unchanged."""
+    from goldstream.demo import synth
+
+    whole = next(synth_commit_frames(1, 5000, SEED))
+    monkeypatch.setattr(synth, "RANDOM_BYTES_CHUNK", 4 * 1000 + 4)  # a few chunks per column
+    assert_frame_equal(next(synth_commit_frames(1, 5000, SEED)), whole)

@@ -171,6 +171,17 @@ def _rng(seed: int, label: str) -> random.Random:
     return random.Random(f"goldstream-synth:{seed}:{label}")
 
 
+# `random.randbytes` takes its size in bits as a C int (at most 256 MiB in one call): a
+# commit's randomness is drawn in chunks of this many bytes, a multiple of 4 so that the
+# chunks join into exactly the bytes one call would have returned.
+RANDOM_BYTES_CHUNK = 1 << 26
+
+
+def _random_bytes(rng: random.Random, n: int) -> bytes:
+    """`rng.randbytes(n)` for any n."""
+    return b"".join(rng.randbytes(min(RANDOM_BYTES_CHUNK, n - at)) for at in range(0, n, RANDOM_BYTES_CHUNK))
+
+
 def _uniforms(rng: random.Random, n: int, names: Sequence[str]) -> pl.DataFrame:
     """`len(names)` columns of n uniforms in the open interval (0, 1), from one C call.
 
@@ -179,7 +190,7 @@ def _uniforms(rng: random.Random, n: int, names: Sequence[str]) -> pl.DataFrame:
     values off 0 so `log(u)` in Box-Muller is finite.
     """
     k = len(names)
-    raw = pa.Array.from_buffers(pa.uint32(), n * k, [None, pa.py_buffer(rng.randbytes(4 * n * k))])
+    raw = pa.Array.from_buffers(pa.uint32(), n * k, [None, pa.py_buffer(_random_bytes(rng, 4 * n * k))])
     flat = (pl.Series(raw).cast(pl.Float64) + 0.5) / 2.0**32
     return pl.DataFrame([flat.slice(j * n, n).alias(name) for j, name in enumerate(names)])
 
