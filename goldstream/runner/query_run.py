@@ -26,7 +26,7 @@ from goldstream.sink.definition import fingerprint
 from goldstream.sink.gold import GoldSink
 from goldstream.sink.late import LateSink
 from goldstream.sink.offsets import Offsets
-from goldstream.source.reader import Batch
+from goldstream.source.reader import Batch, Start
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,9 @@ class QueryRun:
     rebuild_from: int  # first Silver version feeding its state
     committed: int  # Silver version processed through, as recorded in Gold (-1: none)
     processed: int  # Silver version processed through in memory
+    start: Start | None = None  # where the query started reading Silver (None: not recorded in Gold)
     dry_run: bool = False  # rebuild state as of what Gold records, never write
+    new: bool = False  # no Gold offsets yet: its start is still to be recorded
     late_sink: LateSink | None = None
     stats: QueryStats = field(default_factory=QueryStats)
     committed_stats: QueryStats = field(default_factory=QueryStats)  # as of the last Gold commit
@@ -59,6 +61,8 @@ class QueryRun:
             low_version=self.processed + 1 if low is None else low,
             fingerprint=fingerprint(self.query),
             late_rows=self.late_base + self.stats.rows_late,
+            start=None if self.start is None else self.start.version,
+            snapshot=self.start is not None and self.start.snapshot,
         )
 
     def process(self, batch: Batch, partials: pl.DataFrame, rows: pl.LazyFrame,
@@ -126,6 +130,17 @@ class QueryRun:
                 "without --flush, or set max_event_time_skew and rebuild this query's Gold from a new gold_path "
                 "so that such rows are refused.")
 
+    def record_start(self) -> None:
+        """Create Gold and record where this new query starts, before it reads a row: a
+        start resolved again later ('latest' moves on, log cleanup changes what 'earliest'
+        finds) would skip or misread what this run goes on to process."""
+        log.info("query %s starts at %s", self.query.name, self.start)
+        if self.dry_run:
+            return
+        self.sink.open(create=True)
+        self.commit(self.engine.empty_output())
+        self.new = False
+
     def commit(self, closed: pl.DataFrame) -> None:
         """Append `closed` to Gold with the offsets as of now, in one Delta commit."""
         if self.dry_run:
@@ -133,7 +148,8 @@ class QueryRun:
         offsets = self.offsets()
         info = {
             "goldstream.query": self.query.name,
-            "goldstream.silverVersions": f"{self.committed + 1}-{offsets.version}",
+            "goldstream.silverVersions": f"starts at {self.start}" if self.new else
+            f"{self.committed + 1}-{offsets.version}",
             "goldstream.windows": str(closed.height),
             "goldstream.fingerprint": str(offsets.fingerprint),
         }

@@ -29,7 +29,7 @@ from goldstream.runner.status import QueryStats, fmt_us
 from goldstream.sink.gold import GoldSink
 from goldstream.sink.late import LateSink
 from goldstream.sink.schema import gold_schema
-from goldstream.source.reader import BatchScan, SilverSource
+from goldstream.source.reader import BatchScan, SilverSource, Start
 from goldstream.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -50,11 +50,14 @@ class Stream:
     @classmethod
     def open(cls, settings: Settings, source: SilverSource, storage: Storage, progress: ProgressReporter,
              from_version: int | None = None, dry_run: bool = False,
-             carried: dict[str, QueryStats] | None = None, alive: Callable[[], None] = lambda: None) -> Stream:
+             carried: dict[str, QueryStats] | None = None, alive: Callable[[], None] = lambda: None,
+             before_writing: Callable[[dict[str, int]], None] | None = None) -> Stream:
         """Open Silver and each query's Gold table; a query with Gold offsets resumes from
-        them, a new one starts at `from_version` (or the configured starting version).
-        Nothing is written in a dry run. `carried` stats continue those of a previous
-        Stream as of each query's last Gold commit (what came after is processed again)."""
+        them, a new one starts at `from_version` (or the configured starting version),
+        resolved once and recorded in its Gold before any row is read. Every Gold table is
+        read, and `before_writing` sees each resuming query's Gold position, before anything
+        is written; nothing is written in a dry run. `carried` stats continue those of a
+        previous Stream as of each query's last Gold commit (what came after is processed again)."""
         carried = carried or {}
         source.open()
         alive()
@@ -70,17 +73,16 @@ class Stream:
                                          event_clock=EventClock.build(q, None if offsets is None else offsets.watermark_us))
             if offsets is not None:
                 _check_silver_reaches(source, q, offsets.version)
+                start = None if offsets.start is None else Start(offsets.start, offsets.snapshot)
                 run = QueryRun(q, engine, sink, progress, offsets.low_version, offsets.version, offsets.version,
-                               dry_run=dry_run)
+                               start=start, dry_run=dry_run)
                 log.info("query %s resumes after Silver version %d (watermark %s, rebuilding from %d)",
                          q.name, offsets.version, fmt_us(offsets.watermark_us), offsets.low_version)
             else:
                 starting = from_version if from_version is not None else settings.source.starting_version
-                start = source.resolve_start(starting).version  # before creating Gold: may refuse
-                if not dry_run:
-                    sink.open(create=True)
-                run = QueryRun(q, engine, sink, progress, start, start - 1, start - 1, dry_run=dry_run)
-                log.info("query %s starts at Silver version %d", q.name, start)
+                start = source.resolve_start(starting)  # before creating Gold: may refuse
+                run = QueryRun(q, engine, sink, progress, start.version, start.version - 1, start.version - 1,
+                               start=start, dry_run=dry_run, new=True)
             run.future_warning_us = to_us(settings.source.future_event_time_warning)
             if q.late_sink and not dry_run:
                 run.late_sink = LateSink(q.late_sink, q.resolved_app_id, storage, query=q.name)
@@ -90,6 +92,13 @@ class Stream:
                 run.late_base = offsets.late_rows - run.stats.rows_late
             runs.append(run)
             alive()
+        _use_snapshot(source, runs)
+        if before_writing is not None:
+            before_writing({run.query.name: run.committed for run in runs if not run.new})
+        for run in runs:
+            if run.new:
+                run.record_start()
+                alive()
         return cls(source, runs, min(r.rebuild_from for r in runs), alive)
 
     def step(self, stop: int | None = None) -> bool:
@@ -136,6 +145,29 @@ def _partials(engines: list[WindowedAggregation], scans: list[BatchScan],
         alive()
     assert out is not None  # scans() yields at least one chunk
     return out
+
+
+def _use_snapshot(source: SilverSource, runs: list[QueryRun]) -> None:
+    """Tell the source which version, if any, is read as a snapshot: the one a query started
+    from, as long as it still feeds that query's state. One Silver version read two ways by
+    two queries of one pipeline (a snapshot for one, a commit for the other) cannot be served
+    by the one read both share."""
+    def reads_snapshot(run: QueryRun) -> bool:
+        return run.start is not None and run.start.snapshot and run.rebuild_from <= run.start.version
+
+    for run in filter(reads_snapshot, runs):
+        assert run.start is not None
+        version = run.start.version
+        other = next((o for o in runs if o.rebuild_from <= version and not (reads_snapshot(o) and o.start == run.start)),
+                     None)
+        if other is not None:
+            raise SourceError(
+                f"query {run.query.name!r} started from the snapshot of Silver {source.uri} at version {version} "
+                f"and still needs it, while query {other.query.name!r} reads Silver from version "
+                f"{other.rebuild_from} commit by commit: one pipeline reads each version once, for every query. "
+                "Run them under separate configurations until both are past that version."
+            )
+        source.resolve_start(run.start)
 
 
 def _check_silver_reaches(source: SilverSource, query: QuerySpec, version: int) -> None:

@@ -9,6 +9,13 @@ application id:
     <app>.low           lowest Silver version with a row still feeding an open window
     <app>.fingerprint   hash of the query definition
     <app>.lateRows      rows dropped as late so far (for status; counts survive restarts)
+    <app>.start         the first Silver version the query read, as resolved when it started
+    <app>.snapshot      1 if that version was read as the table's snapshot at it, else 0
+
+A query's start is resolved once ('latest' moves, a timestamp or 'earliest' depends on
+what the log still holds) and recorded before any row is processed, so every later start
+rebuilds from exactly the same input. Tables written before the start was recorded have
+no `start`: they resume from their other offsets as before.
 
 They are written in the same commit as the rows they account for, so Gold's rows and
 offsets never disagree.
@@ -22,6 +29,7 @@ from typing import Any
 from deltalake import Transaction
 
 _FIELDS = ("watermark", "low", "fingerprint", "lateRows")
+_START_FIELDS = ("start", "snapshot")
 
 
 @dataclass(frozen=True)
@@ -31,15 +39,24 @@ class Offsets:
     low_version: int
     fingerprint: int
     late_rows: int = 0  # rows dropped by the watermark so far (for status; survives restarts)
+    start: int | None = None  # first Silver version read (None: a table from before it was recorded)
+    snapshot: bool = False  # `start` was read as the table's snapshot at it
 
     @staticmethod
     def txn_ids(app_id: str) -> list[str]:
         """The application ids of the `txn`s that hold the offsets of `app_id`."""
-        return [app_id, *(f"{app_id}.{k}" for k in _FIELDS)]
+        return [app_id, *(f"{app_id}.{k}" for k in (*_FIELDS, *_START_FIELDS))]
+
+    @classmethod
+    def at_start(cls, start: int, snapshot: bool, watermark_us: int, fingerprint: int) -> Offsets:
+        """The offsets of a query that has read nothing yet: it starts at `start`."""
+        return cls(start - 1, watermark_us, start, fingerprint, start=start, snapshot=snapshot)
 
     def to_txns(self, app_id: str, now_ms: int) -> list[Transaction]:
         values = {"": self.version, "watermark": self.watermark_us, "low": self.low_version,
                   "fingerprint": self.fingerprint, "lateRows": self.late_rows}
+        if self.start is not None:
+            values |= {"start": self.start, "snapshot": int(self.snapshot)}
         return [Transaction(app_id + (f".{k}" if k else ""), v, now_ms) for k, v in values.items()]
 
     @classmethod
@@ -48,5 +65,6 @@ class Offsets:
         if version is None:
             return None
         wm, low, fp, late = (dt.transaction_version(f"{app_id}.{k}") for k in _FIELDS)
+        start, snapshot = (dt.transaction_version(f"{app_id}.{k}") for k in _START_FIELDS)
         return cls(int(version), int(wm or 0), int(low if low is not None else version + 1), int(fp or 0),
-                   int(late or 0))
+                   int(late or 0), None if start is None else int(start), bool(snapshot))
