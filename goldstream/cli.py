@@ -81,13 +81,18 @@ def _settings(config: Path, silver: str | None, gold_root: str | None,  # type: 
     return settings if query is None else settings.only(query)
 
 
-def _install_stop_handlers(stop: Callable[[], None]) -> None:
+def _install_stop_handlers(stop: Callable[[], None]) -> list[signal.Signals]:
+    """Stop cleanly on SIGTERM/SIGINT; the returned list receives the signals as they come."""
+    received: list[signal.Signals] = []
+
     def handler(signum: int, _frame: Any) -> None:
-        log.info("received %s: finishing the current batch, then exiting", signal.Signals(signum).name)
+        received.append(signal.Signals(signum))
+        log.info("received %s: finishing the current batch, then exiting", received[-1].name)
         stop()
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    return received
 
 
 @app.command()
@@ -111,18 +116,37 @@ def replay(
         typer.echo(f"error: --from-version {from_version} is after --to-version {to_version}", err=True)
         raise typer.Exit(2)
 
-    def go() -> None:
+    def go() -> int:
         settings = _settings(config, silver, gold_root)
         setup_logging(settings.log_level, route_native_stderr=True)
         pipeline = Pipeline(settings, from_version=from_version)
         if to_version is not None:
             _check_reaches(pipeline.source, to_version)
-        _install_stop_handlers(pipeline.stop_event.set)
-        pipeline.start()
-        pipeline.replay(to_version=to_version, flush=flush)
-        _print_summary(pipeline.summary(), as_json)
+        received = _install_stop_handlers(pipeline.stop_event.set)
+        completed = pipeline.replay(to_version=to_version, flush=flush)
+        summary = pipeline.summary()
+        _print_summary(summary, as_json)
+        for r in summary:
+            if to_version is not None and r["silver_version"] > to_version:
+                typer.echo(f"{r['query']}: Gold already holds Silver through version {r['silver_version']}, past "
+                           f"--to-version {to_version}: nothing to process")
+        if completed:
+            return 0
+        return _interrupted(received[0] if received else signal.SIGTERM, summary, pipeline.replay_stop)
 
-    _guarded(go)
+    raise typer.Exit(_guarded(go))
+
+
+def _interrupted(sig: signal.Signals, summary: list[dict[str, Any]], target: int | None) -> int:
+    """An interrupted replay did not do what was asked: its exit code is 128 + the signal's
+    number, as a shell's, and it says how far each query got (recorded in Gold: a new replay
+    resumes there)."""
+    of = "" if target is None else f" of {target}"
+    reached = "; ".join(f"{r['query']}: Silver processed through version {r['silver_version']}{of}"
+                        for r in summary) or "no query was opened yet"
+    typer.echo(f"replay interrupted by {sig.name}: {reached}. Nothing partial was committed; run the same "
+               "replay again to resume from Gold's offsets.", err=True)
+    return 128 + sig.value
 
 
 def _check_reaches(source: Any, to_version: int) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import signal
+from datetime import timedelta
 import subprocess
 import sys
 from pathlib import Path
@@ -243,7 +244,7 @@ def test_flush_at_golds_position_closes_complete_windows_and_they_stay_final(
     # later commits: rows of flushed windows are late, nothing is emitted twice
     table = FastSilver.__new__(FastSilver)
     table.path, table.version = tmp_path / "silver", 59
-    for f in synth_commit_frames(40, 80, seed=23, start=DEFAULT_START.replace(minute=DEFAULT_START.minute + 9)):
+    for f in synth_commit_frames(90, 80, seed=23, start=DEFAULT_START + timedelta(minutes=9)):
         table.append(f)
     again = _cli("replay", "--config", str(cfg))
     assert again.returncode == 0, again.stderr

@@ -16,6 +16,7 @@ from goldstream.durations import to_us
 from goldstream.errors import OwnershipLost, SourceError
 from goldstream.observability import ProgressReporter
 from goldstream.retry import RetryPolicy
+from goldstream.runner.bounds import ReplayBound
 from goldstream.runner.query_run import QueryRun
 from goldstream.runner.standby import Standby
 from goldstream.runner.status import PipelineStatus
@@ -44,6 +45,9 @@ class Pipeline:
         self.supervisor = Supervisor(self._open, retry or RetryPolicy(), self.stop_event, self._where)
         self._wait_for_table = False
         self.standing_by: str | None = None  # why `run` waits for another instance (not ready meanwhile)
+        self._started = False
+        self._bound: ReplayBound | None = None  # checked against Gold before anything is written
+        self.replay_stop: int | None = None  # the last version the current replay is to process
 
     @property
     def runs(self) -> list[QueryRun]:
@@ -77,6 +81,7 @@ class Pipeline:
         With `wait_for_table` (the daemon), a missing Silver table is waited for first.
         Transient storage failures are retried (see Supervisor)."""
         self._wait_for_table = wait_for_table
+        self._started = True
         self.supervisor.reopen()
         self.supervisor.run(lambda stream: None)
 
@@ -91,7 +96,11 @@ class Pipeline:
         carried = {} if previous is None else {r.query.name: r.committed_stats for r in previous.runs}
         return Stream.open(self.settings, self.source, self.storage, self.progress,
                            from_version=self.from_version, dry_run=self.dry_run, carried=carried,
-                           alive=self.supervisor.keep_alive)
+                           alive=self.supervisor.keep_alive, before_writing=self._check_bound)
+
+    def _check_bound(self, positions: dict[str, int]) -> None:
+        if self._bound is not None:
+            self._bound.check(positions)
 
     def _uris(self) -> list[str]:
         """Every table this pipeline reads or writes."""
@@ -117,27 +126,40 @@ class Pipeline:
         return stream.step(stop)
 
     def replay(self, to_version: int | None = None, flush: bool = False,
-               on_batch: Callable[[Pipeline], None] | None = None) -> None:
-        """Process Silver up to `to_version` (default: the latest now) and return."""
+               on_batch: Callable[[Pipeline], None] | None = None) -> bool:
+        """Process Silver up to `to_version` (default: the latest now) and return whether it
+        got there (False: stopped first; what was processed is recorded in Gold). Starts
+        the pipeline if start() was not called, checking the bound before anything is
+        written (see ReplayBound)."""
+        self._bound = ReplayBound(to_version, flush)
+        if not self._started:
+            self.start()
+        elif (stream := self.supervisor.stream) is not None:
+            self._bound.check({run.query.name: run.committed for run in stream.runs})
         stop = to_version if to_version is not None else self.supervisor.run(lambda s: s.source.latest_version())
         if self.stop_event.is_set():
-            return
+            return False
         if stop is None:
             raise SourceError(f"Silver table {self.source.uri} has no commits")
-        self.supervisor.run(lambda stream: self._replay_to(stream, stop, flush, on_batch))
+        self.replay_stop = stop
+        return self.supervisor.run(lambda stream: self._replay_to(stream, stop, flush, on_batch)) is True
 
     def _replay_to(self, stream: Stream, stop: int, flush: bool,
-                   on_batch: Callable[[Pipeline], None] | None) -> None:
-        """replay's body; after a storage failure it runs again on the Stream rebuilt from Gold."""
-        while not self.stop_event.is_set() and self._step(stream, stop):
-            if on_batch:
-                on_batch(self)
-        if not self.stop_event.is_set():
-            if flush:
-                for run in stream.runs:  # every query's check before any query writes
-                    run.check_flush()
-            for run in stream.runs:
-                run.finish(flush)
+                   on_batch: Callable[[Pipeline], None] | None) -> bool:
+        """replay's body; after a storage failure it runs again on the Stream rebuilt from Gold.
+        When every query's Gold is already at `stop` or past it there is nothing to process,
+        nor a state to rebuild unless it is to be flushed."""
+        if flush or any(run.committed < stop for run in stream.runs):
+            while not self.stop_event.is_set() and self._step(stream, stop):
+                if on_batch:
+                    on_batch(self)
+        stopped = self.stop_event.is_set()
+        if flush and not stopped:
+            for run in stream.runs:  # every query's check before any query writes
+                run.check_flush()
+        for run in stream.runs:  # stopped or not, record how far each query got
+            run.finish(flush and not stopped)
+        return not stopped
 
     def run_forever(self, poll_interval_s: float) -> None:
         """The daemon loop: poll, process what is new, commit, sleep; until stop_event.
