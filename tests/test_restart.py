@@ -27,21 +27,13 @@ from gold_compare import assert_gold_equal
 from goldstream.config import load_settings
 from goldstream.demo.synth import DEFAULT_START, synth_commit_frames
 from goldstream.runner import Pipeline
-from helpers import read_gold
 from reference import read_delta_commits, reference_gold_frame
-from stream_helpers import (
-    ROOT,
-    FastSilver,
-    Proc,
-    cli_env,
-    log_versions,
-    seed_queries,
-    txn_version,
-    wait_until,
-    write_config,
-)
-
-QUERIES = list(seed_queries())
+from stream_helpers import Proc, log_versions, wait_until
+from testsupport import ROOT
+from testsupport.config import QUERIES, seed_queries, write_config
+from testsupport.gold import read_gold, txn_version
+from testsupport.process import cli_env
+from testsupport.silver import FastSilver
 BASE_US = int(DEFAULT_START.timestamp() * 1e6)
 
 
@@ -171,7 +163,7 @@ def test_snapshot_start_survives_restarts_and_a_sigkill(tmp_path: Path) -> None:
     last = _cli("replay", "--config", str(cfg))
     assert last.returncode == 0, last.stderr
     for name in QUERIES:
-        assert txn_version(gold / name, f"goldstream-{name}") == len(written) - 1
+        assert txn_version(gold, name) == len(written) - 1
         assert_gold_equal(read_gold(gold / name), expected[name])
 
 
@@ -243,7 +235,7 @@ def test_flush_at_golds_position_closes_complete_windows_and_they_stay_final(
         assert_gold_equal(read_gold(gold / name), expected)
     # later commits: rows of flushed windows are late, nothing is emitted twice
     table = FastSilver.__new__(FastSilver)
-    table.path, table.version = tmp_path / "silver", 59
+    table.path, table.version, table.checkpoint_every = tmp_path / "silver", 59, 0
     for f in synth_commit_frames(90, 80, seed=23, start=DEFAULT_START + timedelta(minutes=9)):
         table.append(f)
     again = _cli("replay", "--config", str(cfg))
@@ -272,7 +264,7 @@ def test_queries_at_different_positions(replayed: tuple[Path, list[pl.DataFrame 
     assert done.returncode == 0, done.stderr
     expected = reference_gold_frame(replayed[1][:51], extra)
     assert_gold_equal(read_gold(tmp_path / "gold" / "stats_copy"), expected)
-    assert txn_version(tmp_path / "gold" / "stats_copy", "goldstream-stats_copy") == 50
+    assert txn_version(tmp_path / "gold", "stats_copy") == 50
     assert _gold_versions(tmp_path / "gold") == _gold_versions(template / "gold")
 
 
@@ -297,7 +289,7 @@ def test_interrupted_replay_exits_with_the_signal_and_resumes(tmp_path: Path, si
         if proc.poll() is None:
             proc.kill()
     assert rc == code, proc.describe()
-    reached = {q: txn_version(gold / q, f"goldstream-{q}") for q in QUERIES}
+    reached = {q: txn_version(gold, q) for q in QUERIES}
     assert all(v is not None and v < table.version for v in reached.values()), "stopped before the end"
     err = proc.stderr()
     assert f"interrupted by {sig.name}" in err and "Traceback" not in err
