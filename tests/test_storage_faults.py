@@ -4,7 +4,6 @@ resumes to exactly the Gold of an uninterrupted run."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 

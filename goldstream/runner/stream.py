@@ -5,8 +5,8 @@ late table); each query's run takes its share from there. A Stream is what a reb
 replaces: it is built only from Silver and Gold, as a fresh process would build it.
 
 `alive` is called at every step that moves (each Silver commit read, each chunk of rows
-read, each query opened or processed, which includes its Gold commit): the liveness probe then tells a long
-batch that makes progress from a loop stuck in one call.
+read, each query opened or processed, which includes its Gold commit): the liveness probe
+then tells a long batch that makes progress from a loop stuck in one call.
 """
 
 from __future__ import annotations
