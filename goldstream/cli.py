@@ -186,8 +186,9 @@ def run(
 
             start_http_server(pipeline.status, pipeline.progress.metrics.registry, stale_after_s(settings),
                               port, settings.server.http_host)
-        pipeline.start(wait_for_table=True)  # a missing Silver is waited for (replay fails instead)
-        pipeline.run_forever(to_us(settings.source.poll_interval) / 1e6)
+        # opens (waiting for a missing Silver, as replay does not) inside the loop, so losing the
+        # first commit of a fresh Gold to another instance makes this one a standby too
+        pipeline.run_forever(to_us(settings.source.poll_interval) / 1e6, wait_for_table=True)
         log.info("stopped cleanly")
 
     _guarded(go)

@@ -161,9 +161,15 @@ class Pipeline:
             run.finish(flush and not stopped)
         return not stopped
 
-    def run_forever(self, poll_interval_s: float) -> None:
+    def run_forever(self, poll_interval_s: float, wait_for_table: bool = False) -> None:
         """The daemon loop: poll, process what is new, commit, sleep; until stop_event.
-        Losing a Gold table to another instance makes this one a standby (runner/standby.py)."""
+        Losing a Gold table to another instance makes this one a standby (runner/standby.py),
+        also when that happens while opening (recording the start of a fresh Gold table):
+        without start(), the loop opens the pipeline itself (`wait_for_table` as in start)."""
+        if not self._started:
+            self._wait_for_table = wait_for_table
+            self._started = True
+            self.supervisor.reopen()
         takeover_after_s = to_us(self.settings.sink.takeover_after) / 1e6
         while not self.stop_event.is_set():
             try:
