@@ -19,7 +19,7 @@ from goldstream.columns import VERSION
 from goldstream.config import QuerySpec
 from goldstream.engine.clock import COMMIT_MAX, LATEST_TIMESTAMP_US
 from goldstream.engine.state import StepResult, WindowedAggregation
-from goldstream.errors import SinkError
+from goldstream.errors import OwnershipLost, SinkError
 from goldstream.observability import ProgressReporter
 from goldstream.runner.status import QueryStats, QueryStatus, fmt_span_us, fmt_us
 from goldstream.sink.definition import fingerprint
@@ -137,7 +137,11 @@ class QueryRun:
         log.info("query %s starts at %s", self.query.name, self.start)
         if self.dry_run:
             return
-        self.sink.open(create=True)
+        if self.sink.open(create=True) is not None:  # offsets that were not there a moment ago
+            raise OwnershipLost(
+                f"another instance owns query {self.query.name!r}: it recorded its start in Gold table "
+                f"{self.sink.uri} while this one was starting. Stopping without writing (no duplicate rows). "
+                "Run one instance per query; restarting this one resumes from what Gold records.")
         self.commit(self.engine.empty_output())
         self.new = False
 
