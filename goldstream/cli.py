@@ -167,7 +167,8 @@ def run(
     silver: SilverOpt = None,
     gold_root: GoldOpt = None,
     http_port: Annotated[Optional[int], typer.Option(min=0, max=65535,
-                                                     help="health/metrics port (0 disables; default from config)")] = None,
+                                                     help="health, metrics and status page port (0 disables; "
+                                                          "default from config)")] = None,
 ) -> None:
     """Tail Silver forever: poll, process, commit, sleep. SIGTERM/SIGINT stop cleanly (exit 0)."""
     from goldstream.durations import to_us
@@ -183,9 +184,11 @@ def run(
         port = settings.server.http_port if http_port is None else http_port
         if port:
             from goldstream.server import stale_after_s, start_http_server
+            from goldstream.web.app import attach, bearer_token
 
             start_http_server(pipeline.status, pipeline.progress.metrics.registry, stale_after_s(settings),
-                              port, settings.server.http_host)
+                              port, settings.server.http_host, page=attach(settings, pipeline.progress, pipeline.status),
+                              token=bearer_token())
         # opens (waiting for a missing Silver, as replay does not) inside the loop, so losing the
         # first commit of a fresh Gold to another instance makes this one a standby too
         pipeline.run_forever(to_us(settings.source.poll_interval) / 1e6, wait_for_table=True)

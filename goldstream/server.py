@@ -6,7 +6,9 @@ and 503 once the last one is older than `health_stale_factor` × poll interval (
 1 s): a long batch that moves stays alive, a process stuck in one storage call is
 restarted. `/readyz` is 200 once Silver and Gold were reached and every query's state is
 rebuilt up to the Silver version its Gold records (503 while standing by for another
-instance that owns the Gold tables). `/metrics` is Prometheus.
+instance that owns the Gold tables). `/metrics` is Prometheus. With a status page, `/`
+and `/api/*` serve it (goldstream/web/); `/api/*` shows data, so an optional bearer token
+closes it, compared in constant time; the probes and `/metrics` stay open.
 
 The server runs in its own daemon thread and only reads the pipeline's status snapshot
 (which never waits) and its metrics registry, so it keeps answering while the loop is
@@ -21,6 +23,8 @@ one DEBUG line rather than a traceback on stderr.
 
 from __future__ import annotations
 
+import hmac
+import json
 import logging
 import selectors
 import socket
@@ -28,7 +32,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -36,6 +40,9 @@ from goldstream.config import Settings
 from goldstream.durations import to_us
 from goldstream.errors import ConfigError
 from goldstream.runner.status import PipelineStatus
+
+if TYPE_CHECKING:
+    from goldstream.web.app import StatusApp
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +55,13 @@ MAX_WAITING = 512  # accepted connections awaiting their request; beyond, the ol
 def stale_after_s(settings: Settings) -> float:
     """Seconds without a loop iteration after which `/healthz` reports stale."""
     return max(1.0, settings.server.health_stale_factor * to_us(settings.source.poll_interval) / 1e6)
+
+
+def liveness(status: PipelineStatus, stale_after: float) -> tuple[bool, str]:
+    """Alive while the loop's last sign of life is at most `stale_after` seconds old."""
+    age = time.monotonic() - status.last_iteration
+    ok = age <= stale_after
+    return ok, f"{'ok' if ok else 'stale'}: last progress {age:.1f}s ago (limit {stale_after:.1f}s)"
 
 
 def readiness(status: PipelineStatus) -> tuple[bool, str]:
@@ -64,30 +78,51 @@ def readiness(status: PipelineStatus) -> tuple[bool, str]:
     return True, "ready"
 
 
-def _handler(status: Callable[[], PipelineStatus], metrics: CollectorRegistry,
-             stale_after: float, timeout_s: float) -> type[BaseHTTPRequestHandler]:
+def _handler(status: Callable[[], PipelineStatus], metrics: CollectorRegistry, stale_after: float,
+             timeout_s: float, page: StatusApp | None, token: str | None) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         timeout = timeout_s  # socket timeout for reading the request and writing the answer
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            path = self.path.split("?", 1)[0]
+            path, _, query_string = self.path.partition("?")
             if path == "/healthz":
-                age = time.monotonic() - status().last_iteration
-                ok = age <= stale_after
-                self._send(200 if ok else 503,
-                           f"{'ok' if ok else 'stale'}: last progress {age:.1f}s ago (limit {stale_after:.1f}s)\n")
+                ok, why = liveness(status(), stale_after)
+                self._send(200 if ok else 503, why + "\n")
             elif path == "/readyz":
                 ok, why = readiness(status())
                 self._send(200 if ok else 503, why + "\n")
             elif path == "/metrics":
                 self._send(200, generate_latest(metrics), CONTENT_TYPE_LATEST)
+            elif page is not None and path.startswith("/api/") and not self._authorized():
+                self._send(401, json.dumps({"error": "this status page needs its bearer token "
+                                                     "(Authorization: Bearer <GOLDSTREAM_HTTP_TOKEN>)"}),
+                           "application/json", {"WWW-Authenticate": "Bearer"})
+            elif page is not None and (answer := page.answer(path, query_string, self._health())) is not None:
+                self._send(*answer)
             else:
-                self._send(404, "not found: try /healthz, /readyz or /metrics\n")
+                self._send(404, "not found: try /, /healthz, /readyz or /metrics\n")
 
-        def _send(self, code: int, body: str | bytes, ctype: str = "text/plain; charset=utf-8") -> None:
+        def _authorized(self) -> bool:
+            """No token configured: open, as /metrics is. Otherwise the bearer token, compared in
+            constant time so the answer's timing does not reveal how much of a guess was right."""
+            if not token:
+                return True
+            scheme, _, given = (self.headers.get("Authorization") or "").partition(" ")
+            return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+        def _health(self) -> dict[str, object]:
+            snapshot = status()
+            live, live_why = liveness(snapshot, stale_after)
+            ready, ready_why = readiness(snapshot)
+            return {"live": live, "liveness": live_why, "ready": ready, "readiness": ready_why}
+
+        def _send(self, code: int, body: str | bytes, ctype: str = "text/plain; charset=utf-8",
+                  headers: dict[str, str] | None = None) -> None:
             data = body.encode() if isinstance(body, str) else body
             self.send_response(code)
             self.send_header("Content-Type", ctype)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -190,12 +225,14 @@ def _peer(address: object) -> str:
 
 def start_http_server(status: Callable[[], PipelineStatus], metrics: CollectorRegistry, stale_after: float,
                       port: int, host: str = "0.0.0.0", workers: int = WORKERS,
-                      request_timeout_s: float = REQUEST_TIMEOUT_S) -> ProbeServer:
+                      request_timeout_s: float = REQUEST_TIMEOUT_S, page: StatusApp | None = None,
+                      token: str | None = None) -> ProbeServer:
     """Serve the probes (from `status` snapshots, `/healthz` stale after `stale_after`
-    seconds without a sign of life) and `metrics` from a daemon thread with `workers`
-    threads answering; returns the bound server."""
+    seconds without a sign of life), `metrics` and the status `page` (its `/api/*` closed
+    by `token` when one is given) from a daemon thread with `workers` threads answering;
+    returns the bound server."""
     try:
-        server = ProbeServer((host, port), _handler(status, metrics, stale_after, request_timeout_s),
+        server = ProbeServer((host, port), _handler(status, metrics, stale_after, request_timeout_s, page, token),
                              workers, request_timeout_s)
     except OSError as err:
         raise ConfigError(
@@ -203,5 +240,7 @@ def start_http_server(status: Callable[[], PipelineStatus], metrics: CollectorRe
             "with --http-port or [server] http_port (0 disables the server)."
         ) from None
     threading.Thread(target=server.serve_forever, name="goldstream-http", daemon=True).start()
-    log.info("health and metrics on http://%s:%d (/healthz, /readyz, /metrics)", host, server.server_address[1])
+    paths = "/healthz, /readyz, /metrics" + (", status page at /" if page is not None else "")
+    closed = " (/api/* needs the bearer token)" if page is not None and token else ""
+    log.info("health and metrics on http://%s:%d (%s)%s", host, server.server_address[1], paths, closed)
     return server
