@@ -205,7 +205,7 @@ def status(
     query: QueryOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Per query: Silver latest version, version processed, lag, watermark, open windows."""
+    """One table of every query: lag in versions and event time, watermark, open windows, late rows."""
     from goldstream.report import status as get_status
 
     def go() -> None:
@@ -214,11 +214,17 @@ def status(
         if as_json:
             typer.echo(json.dumps(rows, indent=2))
             return
+        from rich.console import Console
+
+        from goldstream.report import status_frame
+        from goldstream.tables import tables
+
+        console = Console(highlight=False)
+        for table in tables(status_frame(rows), console.width, identity=1):
+            console.print(table)
         for r in rows:
-            typer.echo(f"{r['query']} -> {r['gold']}")
-            for k, v in r.items():
-                if k not in ("query", "gold"):
-                    typer.echo(f"  {k:<28} {v}")
+            if r["event_time_warning"]:
+                typer.echo(f"{r['query']}: {r['event_time_warning']}")
 
     _guarded(go)
 
@@ -229,18 +235,33 @@ def show(
     gold_root: GoldOpt = None,
     query: QueryOpt = None,
     limit: Annotated[int, typer.Option(min=1, max=100_000)] = 10,
+    plot: Annotated[Optional[Path], typer.Option(help="draw the query's Gold over time into this .png or .html "
+                                                      "file (needs --query)")] = None,
+    metric: Annotated[Optional[str], typer.Option(help="the aggregate --plot draws (default: the first)")] = None,
+    top: Annotated[int, typer.Option(min=1, max=1000, help="--plot draws the keys with the largest total")] = 8,
 ) -> None:
-    """Row counts of the Gold tables, the latest windows, the highest anomaly rates."""
-    import polars as pl
+    """Row counts of the Gold tables, the latest windows, the highest anomaly rates; or a plot."""
+    from rich.console import Console
 
     from goldstream.report import show as get_sections
+    from goldstream.tables import tables
 
     def go() -> None:
-        sections = get_sections(_settings(config, None, gold_root, query), limit=limit)
-        with pl.Config(tbl_rows=limit + 2, tbl_cols=16, fmt_str_lengths=40, tbl_width_chars=200):
-            for title, frame in sections:
-                typer.echo(f"\n== {title}")
-                typer.echo(str(frame))
+        settings = _settings(config, None, gold_root, query)
+        if plot is not None:
+            from goldstream.plot import plot_gold
+
+            if query is None:
+                raise ConfigError("--plot draws one query: add --query NAME")
+            typer.echo(plot_gold(settings, settings.queries[0], plot, metric, top))
+            return
+        console = Console(highlight=False)
+        for section in get_sections(settings, limit=limit):
+            console.print(f"\n== {section.title}", markup=False)
+            if section.note:
+                console.print(section.note, markup=False, style="dim")
+            for table in tables(section.frame, console.width, section.identity):
+                console.print(table)
 
     _guarded(go)
 

@@ -2,12 +2,14 @@
 
 `status` reads Gold's `txn` offsets and Silver's log, and rebuilds the in-memory state
 the same way a restart does (read-only) to count open windows. `show` is the seed
-notebook's final check: row counts, the latest windows, the highest anomaly rates.
+notebook's final check: row counts, the latest windows, the highest anomaly rates, as
+titled frames the CLI prints as tables.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -15,10 +17,11 @@ import polars as pl
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
-from goldstream.config import Settings
+from goldstream.config import QuerySpec, Settings
 from goldstream.runner import Pipeline
 from goldstream.runner.status import fmt_span_us, fmt_us
 from goldstream.storage import Storage
+from goldstream.tables import span
 
 
 def status(settings: Settings) -> list[dict[str, Any]]:
@@ -53,6 +56,23 @@ def status(settings: Settings) -> list[dict[str, Any]]:
     return out
 
 
+def status_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    """`status` rows as one table for a person: lags in human units, times on one line."""
+    def when(iso: str | None, digits: int) -> str | None:
+        return None if iso is None else iso.replace("T", " ")[:digits]
+
+    return pl.DataFrame({
+        "query": [r["query"] for r in rows],
+        "version lag": [r["lag_versions"] for r in rows],
+        "event-time lag": [span(r["lag_seconds"]) for r in rows],
+        "watermark": [when(r["watermark"], 23) for r in rows],
+        "open windows": [r["open_windows"] for r in rows],
+        "late rows": [r["late_rows"] for r in rows],
+        "last Gold commit": [when(r["last_gold_commit"], 19) for r in rows],
+        "gold": [r["gold"] for r in rows],
+    }, schema_overrides={"version lag": pl.Int64, "open windows": pl.Int64, "late rows": pl.Int64})
+
+
 def _ahead_warning(max_event_us: int | None, now_s: float, limit_s: float) -> str | None:
     """Said when the watermark followed an event time far past the wall clock."""
     if max_event_us is None or max_event_us / 1e6 - now_s <= limit_s:
@@ -62,32 +82,53 @@ def _ahead_warning(max_event_us: int | None, now_s: float, limit_s: float) -> st
             "blame, set max_event_time_skew and rebuild this query's Gold from a new gold_path.")
 
 
-def show(settings: Settings, query: str | None = None, limit: int = 10) -> list[tuple[str, pl.DataFrame]]:
-    """Titled frames: row counts, latest windows per key, highest ratios (anomaly rates)."""
-    storage = Storage.from_env(settings.storage)
-    sections: list[tuple[str, pl.DataFrame]] = []
+@dataclass(frozen=True)
+class Section:
+    """One table of `show`: a title, a line saying what it holds, and the frame."""
+
+    title: str
+    frame: pl.DataFrame
+    note: str = ""
+    identity: int = 0  # leading columns that name a row: repeated when a wide table is cut
+
+
+def show(settings: Settings, query: str | None = None, limit: int = 10) -> list[Section]:
+    """Row counts, latest windows per key, highest ratios (anomaly rates)."""
+    sections: list[Section] = []
     counts = []
     for q in settings.queries:
         if query and q.name != query:
             continue
         path = settings.gold_path(q)
-        try:
-            df = pl.from_arrow(DeltaTable(path, storage_options=storage.delta_options(path)).to_pyarrow_table())
-        except TableNotFoundError:
-            counts.append({"query": q.name, "gold": path, "rows": 0})
-            continue
-        assert isinstance(df, pl.DataFrame)
-        counts.append({"query": q.name, "gold": path, "rows": df.height})
+        df = read_gold(settings, q)
+        counts.append({"query": q.name, "rows": df.height, "gold": path})
         if df.height == 0:
             continue
         first = q.aggregates[0].name
         latest = df.filter(pl.col("window_end") == pl.col("window_end").max())
-        sections.append((f"{q.name}: latest window", latest.sort(first, descending=True).head(limit)))
+        start, end = latest["window_start"][0], latest["window_end"][0]
+        shown = latest.sort(first, descending=True, nulls_last=True).head(limit).drop("window_start", "window_end")
+        sections.append(Section(f"{q.name}: latest window", shown, identity=len(q.keys),
+                                note=f"window {start:%Y-%m-%d %H:%M:%S} – {end:%Y-%m-%d %H:%M:%S} UTC, "
+                                     f"top {shown.height} of {latest.height} by {first}"))
         for agg in q.aggregates:
             if agg.fn == "ratio" and q.keys:
                 top = (df.group_by(q.keys).agg(pl.col(agg.name).mean().alias(f"mean_{agg.name}"),
                                               pl.len().alias("windows"))
                        .sort(f"mean_{agg.name}", descending=True, nulls_last=True).head(limit))
-                sections.append((f"{q.name}: highest {agg.name}", top))
-    sections.insert(0, ("Gold tables", pl.DataFrame(counts)))
+                sections.append(Section(f"{q.name}: highest {agg.name}", top, identity=len(q.keys),
+                                        note=f"mean of {agg.name} over each key's windows, top {top.height}"))
+    sections.insert(0, Section("Gold tables", pl.DataFrame(counts), identity=1))
     return sections
+
+
+def read_gold(settings: Settings, q: QuerySpec) -> pl.DataFrame:
+    """A query's whole Gold table (empty when it does not exist yet)."""
+    path = settings.gold_path(q)
+    storage = Storage.from_env(settings.storage)
+    try:
+        df = pl.from_arrow(DeltaTable(path, storage_options=storage.delta_options(path)).to_pyarrow_table())
+    except TableNotFoundError:
+        return pl.DataFrame()
+    assert isinstance(df, pl.DataFrame)
+    return df

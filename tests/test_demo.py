@@ -81,7 +81,7 @@ def test_demo_synthetic_runs_to_max_commits(tmp_path: Path) -> None:
     # The workspace config is the seed config over these tables: `show` reads the demo's Gold.
     shown = goldstream("show", "--config", str(wd / "config.toml"), "--limit", "3").stdout
     for q in QUERIES:
-        assert re.search(rf"│ {q} +┆ .+ ┆ {gold[q].height} +│", shown), shown
+        assert re.search(rf"│ {q} +│ +{gold[q].height:,} │", shown), shown
 
     # A second run replaces the demo's own tables; a directory that is not a demo workspace is refused.
     again = goldstream("demo", "--workdir", str(wd), "--data", "synthetic", "--max-commits", "25", *FAST)
@@ -185,9 +185,9 @@ def built_gold(tmp_path_factory: pytest.TempPathFactory, example_config: Path) -
 
 
 def _table_rows(section: str) -> list[list[str]]:
-    """Cells of the data rows of one Polars table print."""
-    body = section.split("╞", 1)[1]
-    return [[c.strip() for c in ln.strip().strip("│").split("┆")] for ln in body.splitlines()
+    """Cells of the data rows of the first table a section prints."""
+    body = section.split("├", 1)[1].split("╰", 1)[0]
+    return [[c.strip() for c in ln.strip().strip("│").split("│")] for ln in body.splitlines()
             if ln.startswith("│")]
 
 
@@ -200,7 +200,7 @@ def test_show_before_and_after_gold_exists(built_gold: tuple[Path, Path]) -> Non
     config, gold_root = built_gold
     before = goldstream("show", "--config", str(config))
     counts = _table_rows(_sections(before.stdout)["Gold tables"])
-    assert [(r[0], r[2]) for r in counts] == [("country_stats", "0"), ("country_anomalies", "0")]
+    assert [(r[0], r[1]) for r in counts] == [("country_stats", "0"), ("country_anomalies", "0")]
 
     built = Pipeline(load_settings(config))
     built.start()
@@ -210,13 +210,13 @@ def test_show_before_and_after_gold_exists(built_gold: tuple[Path, Path]) -> Non
     assert list(sections) == ["Gold tables", "country_stats: latest window", "country_anomalies: latest window",
                               "country_anomalies: highest anomaly_rate"]
     stats, anomalies = read_gold(gold_root / "country_stats"), read_gold(gold_root / "country_anomalies")
-    counts = {r[0]: int(r[2]) for r in _table_rows(sections["Gold tables"])}
+    counts = {r[0]: int(r[1].replace(",", "")) for r in _table_rows(sections["Gold tables"])}
     assert counts == {"country_stats": stats.height, "country_anomalies": anomalies.height}
 
     latest = stats.filter(pl.col("window_end") == pl.col("window_end").max()).sort("flight_count", descending=True)
     rows = _table_rows(sections["country_stats: latest window"])
-    assert [r[2] for r in rows] == latest["origin_country"].head(3).to_list()
-    assert [int(r[3]) for r in rows] == latest["flight_count"].head(3).to_list()
+    assert [r[0] for r in rows] == latest["origin_country"].head(3).to_list()
+    assert [int(r[1].replace(",", "")) for r in rows] == latest["flight_count"].head(3).to_list()
 
     rates = (anomalies.group_by("origin_country").agg(pl.col("anomaly_rate").mean().alias("m"))
              .sort("m", descending=True, nulls_last=True).head(3))
