@@ -107,6 +107,7 @@ def replay(
 ) -> None:
     """Process a bounded range of Silver versions, commit closed windows to Gold, exit."""
     from goldstream.observability import setup_logging
+    from goldstream.progress_bar import shown
     from goldstream.runner import Pipeline
 
     if to_version is not None and to_version < 0 or from_version is not None and from_version < 0:
@@ -123,7 +124,8 @@ def replay(
         if to_version is not None:
             _check_reaches(pipeline.source, to_version)
         received = _install_stop_handlers(pipeline.stop_event.set)
-        completed = pipeline.replay(to_version=to_version, flush=flush)
+        with shown(pipeline.progress, "replay", len(settings.queries), lambda: pipeline.replay_stop):
+            completed = pipeline.replay(to_version=to_version, flush=flush)
         summary = pipeline.summary()
         _print_summary(summary, as_json)
         for r in summary:
@@ -173,6 +175,7 @@ def run(
     """Tail Silver forever: poll, process, commit, sleep. SIGTERM/SIGINT stop cleanly (exit 0)."""
     from goldstream.durations import to_us
     from goldstream.observability import setup_logging
+    from goldstream.progress_bar import shown
     from goldstream.retry import FOREVER
     from goldstream.runner import Pipeline
 
@@ -191,7 +194,9 @@ def run(
                               token=bearer_token())
         # opens (waiting for a missing Silver, as replay does not) inside the loop, so losing the
         # first commit of a fresh Gold to another instance makes this one a standby too
-        pipeline.run_forever(to_us(settings.source.poll_interval) / 1e6, wait_for_table=True)
+        # on a terminal, a bar up to Silver's latest version when the first batch is read
+        with shown(pipeline.progress, "catching up", len(settings.queries), lambda: None):
+            pipeline.run_forever(to_us(settings.source.poll_interval) / 1e6, wait_for_table=True)
         log.info("stopped cleanly")
 
     _guarded(go)
