@@ -168,6 +168,8 @@ class Metrics:
         self.future_event_commits = Counter(
             "goldstream_future_event_commits", "Silver commits whose event time is far past the wall clock "
             "([source] future_event_time_warning); each moved the watermark there", ["query"], registry=r)
+        self.storage_retries = Counter("goldstream_storage_retries", "Transient storage failures retried (each "
+                                       "followed by every query resuming from its Gold offsets)", registry=r)
         self.state_rows = Gauge("goldstream_state_rows", "Partial-aggregate rows held in state", ["query"], registry=r)
         self.batch_duration = Histogram("goldstream_batch_duration_seconds", "Batch processing time", ["query"],
                                         buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)

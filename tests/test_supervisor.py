@@ -66,12 +66,15 @@ def _attempts(caplog: pytest.LogCaptureFixture) -> list[int]:
 
 def test_backoff_grows_across_rebuild_batches_until_real_progress(caplog: pytest.LogCaptureFixture) -> None:
     outage = PutOnlyOutage([10, 12])
+    retries: list[None] = []
     supervisor = Supervisor(outage.open, RetryPolicy(give_up_after_s=None, initial_s=1e-4, max_s=1e-3),
-                            threading.Event(), lambda: "Silver s3://b/silver / Gold s3://b/gold")
+                            threading.Event(), lambda: "Silver s3://b/silver / Gold s3://b/gold",
+                            on_retry=lambda: retries.append(None))
     caplog.set_level(logging.WARNING)
     for _ in range(6):  # the daemon's polls during the outage
         supervisor.run(outage.poll)
     assert _attempts(caplog) == [1, 2, 3, 4, 5]  # the first poll opened the Stream and rebuilt
+    assert len(retries) == 5  # goldstream_storage_retries_total
 
     outage.over = True
     assert supervisor.run(outage.poll) and outage.gold == [11, 13]  # real progress: Gold commits

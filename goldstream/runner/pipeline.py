@@ -42,7 +42,8 @@ class Pipeline:
         for q in settings.queries:  # every query's series exists from the start
             self.progress.track(q.name)
         self.stop_event = threading.Event()
-        self.supervisor = Supervisor(self._open, retry or RetryPolicy(), self.stop_event, self._where)
+        self.supervisor = Supervisor(self._open, retry or RetryPolicy(), self.stop_event, self._where,
+                                     on_retry=self.progress.metrics.storage_retries.inc)
         self._wait_for_table = False
         self.standing_by: str | None = None  # why `run` waits for another instance (not ready meanwhile)
         self._started = False

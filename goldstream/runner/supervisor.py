@@ -34,8 +34,9 @@ OpenStream = Callable[[Stream | None], Stream | None]
 
 class Supervisor:
     def __init__(self, open_stream: OpenStream, retry: RetryPolicy, stop_event: threading.Event,
-                 where: Callable[[], str]) -> None:
+                 where: Callable[[], str], on_retry: Callable[[], None] = lambda: None) -> None:
         self._open_stream = open_stream
+        self._on_retry = on_retry  # counts each transient failure ridden out (a metric)
         self.retry = retry  # the daemon passes retry.FOREVER
         self.stop_event = stop_event
         self._where = where  # names the tables in failure messages
@@ -92,6 +93,7 @@ class Supervisor:
                     ) from None
                 log.warning("%s (attempt %d): retrying in %.1fs, then resuming every query from its Gold "
                             "offsets", failure, backoff.attempt, delay)
+                self._on_retry()
                 if self._pause(delay):
                     return None
 
