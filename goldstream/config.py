@@ -33,6 +33,7 @@ from pydantic_settings import (
 
 from goldstream.durations import format_duration, parse_duration, to_us
 from goldstream.errors import ConfigError
+from goldstream.functions.condition import Condition, ConditionError
 from goldstream.functions.registry import FUNCTION_NAMES, build, check_arguments
 from goldstream.identifiers import Identifier, collision_message, first_collision
 from goldstream.identity import check_apart
@@ -122,10 +123,13 @@ class AggregateSpec(_Strict):
 
     name: Identifier
     fn: AggFn
+    where: str | None = None
     column: Text | None = None
     equals: bool | float | str | None = None
     above: float | None = None
     below: float | None = None
+    p: float | None = None
+    by: Text | None = None
     numerator: list[str] | None = None
     denominator: str | None = None
 
@@ -144,6 +148,9 @@ class QuerySpec(_Strict):
     window: WindowSpec
     watermark_delay: Duration
     aggregates: list[AggregateSpec] = Field(min_length=1)
+    # Spark SQL condition on Silver rows: those failing it are not input to this query (they
+    # move no watermark, as with Spark's filter before withWatermark) and are counted.
+    filter: str | None = None
     app_id: Text | None = None
     gold_path: Text | None = None
     late_sink: Text | None = None
@@ -191,7 +198,18 @@ class QuerySpec(_Strict):
                         "which is not an aggregate declared before it"
                     )
             declared.add(agg.name)
+        for where, text in self.conditions():
+            try:
+                Condition.parse(text)
+            except ConditionError as err:
+                raise ValueError(f"query {self.name!r}: {where}: {err}") from None
         return self
+
+    def conditions(self) -> list[tuple[str, str]]:
+        """Its Spark SQL conditions, each with the field it is in: the query's `filter` and
+        every aggregate's `where`."""
+        out = [] if self.filter is None else [("filter", self.filter)]
+        return out + [(f"aggregate {a.name!r} where", a.where) for a in self.aggregates if a.where is not None]
 
     @property
     def resolved_app_id(self) -> str:

@@ -246,6 +246,7 @@ class ProgressReporter:
                 "numRowsTotal": query.state_rows,
                 "numRowsDroppedByWatermark": result.rows_late,
                 "numRowsDroppedNullEventTime": result.rows_null_time,
+                "numRowsFiltered": result.rows_filtered,
             }],
             "sources": [{
                 "description": f"DeltaSource[{self.source_uri}]",

@@ -173,11 +173,13 @@ def output_columns(query: dict) -> list[str]:
 
 
 def input_columns(query: dict) -> list[str]:
-    """Silver columns the query reads (event time first)."""
-    cols = [query["event_time"], *query["keys"]]
+    """Silver columns the query reads (event time first; ``reads`` lists those that a
+    test's ``filter_py``/``where_py`` read)."""
+    cols = [query["event_time"], *query["keys"], *query.get("reads", [])]
     for agg in query["aggregates"]:
-        if agg.get("column") is not None:
-            cols.append(agg["column"])
+        for arg in ("column", "by"):
+            if agg.get(arg) is not None:
+                cols.append(agg[arg])
     seen: list[str] = []
     for c in cols:
         if c not in seen:
@@ -287,14 +289,63 @@ def _min(values: list) -> Any:
     return min(numbers)
 
 
+def _spark_order(v: Any) -> tuple:
+    """Sort key of a non-null value in Spark's ordering: NaN above every number."""
+    return (1, 0) if _is_nan(v) else (0, v)
+
+
+def _distinct(values: list) -> int:
+    """count(DISTINCT x): nulls not counted, NaNs one value, -0.0 equal to 0.0."""
+    return len({_canonical_key(v) if not _is_nan(v) else "NaN" for v in values if v is not None})
+
+
+def _percentile(values: list, p: float) -> float | None:
+    """Spark's exact percentile: position p*(n-1) between its two sorted neighbours."""
+    ordered = sorted((float(v) for v in values if v is not None), key=_spark_order)
+    if not ordered:
+        return None
+    position = (len(ordered) - 1) * p
+    lower, higher = math.floor(position), math.ceil(position)
+    low, high = ordered[lower], ordered[higher]
+    if lower == higher or low == high or (_is_nan(low) and _is_nan(high)):
+        return low
+    return (higher - position) * low + (position - lower) * high
+
+
+def _extreme_by(rows: list[dict], column: str, by: str, greatest: bool) -> Any:
+    """max_by/min_by with goldstream's tie rule: among the rows sharing the extreme `by`,
+    the greatest (max_by) or least (min_by) non-null value, null only if all are null."""
+    ranked = [r for r in rows if r[by] is not None]
+    if not ranked:
+        return None
+    pick = max if greatest else min
+    extreme = pick((_spark_order(r[by]) for r in ranked))
+    tied = [r[column] for r in ranked if _spark_order(r[by]) == extreme and r[column] is not None]
+    if not tied:
+        return None
+    return pick(tied, key=_spark_order)
+
+
 def _aggregate(query: dict, rows: list[dict]) -> dict[str, Any]:
-    """All aggregates of one (window, key) group, in declared order."""
+    """All aggregates of one (window, key) group, in declared order. An aggregate's
+    ``where_py`` (a function of a row: True, False or None) keeps the rows where it is True."""
     out: dict[str, Any] = {}
+    all_rows = rows
     for agg in query["aggregates"]:
         fn = agg["fn"]
         name = agg["name"]
         col = agg.get("column")
-        if fn == "count":
+        where = agg.get("where_py")
+        rows = all_rows if where is None else [r for r in all_rows if where(r) is True]
+        if fn == "count_if" and col is None:
+            out[name] = len(rows)
+        elif fn == "count_distinct":
+            out[name] = _distinct([r[col] for r in rows])
+        elif fn in ("percentile", "median"):
+            out[name] = _percentile([r[col] for r in rows], agg.get("p", 0.5))
+        elif fn in ("max_by", "min_by"):
+            out[name] = _extreme_by(rows, col, agg["by"], fn == "max_by")
+        elif fn == "count":
             if col is None:
                 out[name] = len(rows)  # count(*)
             else:
@@ -389,7 +440,8 @@ def reference_gold(
     groups: dict[tuple, list[dict]] = {}  # ((start, end), key tuple) -> rows
     emitted: set[tuple] = set()
     output: list[dict] = []
-    counters = {"rows_in": 0, "null_event_time": 0, "late_pairs": 0}
+    counters = {"rows_in": 0, "null_event_time": 0, "late_pairs": 0, "filtered": 0}
+    keep = query.get("filter_py")  # a row's filter: rows where it is not True are no input
 
     def emit(group: tuple) -> None:
         (start, end), key = group
@@ -406,6 +458,9 @@ def reference_gold(
         max_event_time = None
         for row in rows:
             counters["rows_in"] += 1
+            if keep is not None and keep(row) is not True:
+                counters["filtered"] += 1
+                continue
             t = to_us(row[event_time])
             if t is None:
                 counters["null_event_time"] += 1
@@ -454,9 +509,9 @@ def reference_frame(
         out_schema[k] = schema.get(k, pl.String())
     for agg in query["aggregates"]:
         fn = agg["fn"]
-        if fn in ("count", "count_if"):
+        if fn in ("count", "count_if", "count_distinct"):
             out_schema[agg["name"]] = pl.Int64()
-        elif fn in ("min", "max"):
+        elif fn in ("min", "max", "max_by", "min_by"):
             out_schema[agg["name"]] = schema.get(agg["column"], pl.Float64())
         else:
             out_schema[agg["name"]] = pl.Float64()

@@ -41,7 +41,7 @@ timestamps = st.one_of(
     st.tuples(st.integers(0, 40), st.sampled_from([-1, 1, 500, 999, 1000]))  # just around a boundary
     .map(lambda mu: BASE_US + mu[0] * 60_000_000 + mu[1]),
 )
-altitudes = st.one_of(st.none(), st.just(math.nan), st.sampled_from([12000.0, -100.0, 12000.5, -100.5, 0.0]),
+altitudes = st.one_of(st.none(), st.just(math.nan), st.sampled_from([12000.0, -100.0, 12000.5, -100.5, 0.0, -0.0]),
                       st.floats(-1000, 15000, allow_nan=False))
 velocities = st.one_of(st.none(), st.just(math.nan), st.sampled_from([1000.0, 0.0, 1000.5, -0.5]),
                        st.floats(-50, 1500, allow_nan=False))
@@ -108,6 +108,63 @@ def test_flush_emits_every_open_window_once(commits, win) -> None:
     expected = reference_frame(reference_gold(frames, qdict, flush=True), qdict, SILVER_SCHEMA)
     assert_gold_equal(actual, expected)
     assert engine.state_rows == 0
+
+
+def _nan(v: Any) -> bool:
+    return isinstance(v, float) and math.isnan(v)
+
+
+# The new functions and conditions, each condition also written for the reference as a function
+# of a row in SQL's three-valued logic (True, False or None), with NaN above every number.
+LANGUAGE_QUERY = {
+    "name": "language", "event_time": "event_timestamp", "keys": ["origin_country"],
+    "filter": "velocity_kmh IS NULL OR velocity_kmh < 1400",
+    "filter_py": lambda r: r["velocity_kmh"] is None or (not _nan(r["velocity_kmh"]) and r["velocity_kmh"] < 1400),
+    "reads": ["on_ground"],
+    "aggregates": [
+        {"name": "n", "fn": "count"},
+        {"name": "distinct_altitudes", "fn": "count_distinct", "column": "altitude_meters"},
+        {"name": "p90_velocity", "fn": "percentile", "column": "velocity_kmh", "p": 0.9},
+        {"name": "median_altitude", "fn": "median", "column": "altitude_meters"},
+        {"name": "ground_at_highest", "fn": "max_by", "column": "on_ground", "by": "altitude_meters"},
+        {"name": "velocity_at_lowest", "fn": "min_by", "column": "velocity_kmh", "by": "altitude_meters"},
+        {"name": "first_seen", "fn": "min", "column": "event_timestamp"},
+        {"name": "last_seen", "fn": "max", "column": "event_timestamp"},
+        {"name": "high", "fn": "count_if", "where": "altitude_meters > 12000 OR altitude_meters < -100",
+         "where_py": lambda r: None if r["altitude_meters"] is None else
+         _nan(r["altitude_meters"]) or r["altitude_meters"] > 12000 or r["altitude_meters"] < -100},
+        {"name": "airborne_altitude", "fn": "avg", "column": "altitude_meters",
+         "where": "on_ground = false AND altitude_meters IS NOT NULL",
+         "where_py": lambda r: r["on_ground"] is False and r["altitude_meters"] is not None},
+    ],
+}
+
+
+def _spec(qdict: dict[str, Any]) -> QuerySpec:
+    """The query without the reference's Python conditions."""
+    return QuerySpec.model_validate({
+        k: [{a: v for a, v in agg.items() if a != "where_py"} for agg in qdict["aggregates"]] if k == "aggregates" else v
+        for k, v in qdict.items() if k not in ("filter_py", "reads")})
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(commits=histories, cuts=st.lists(st.integers(0, 14), max_size=6), win=windowing)
+def test_functions_and_filters_equal_reference_for_any_batching(commits, cuts, win) -> None:
+    """Distinct counts, percentiles, max_by/min_by, timestamp extremes, `where` and a query
+    filter: the same Gold as the reference, whatever the batching, with filtered rows
+    counted and never moving the watermark."""
+    qdict = {**LANGUAGE_QUERY, "window": win[0], "watermark_delay": win[1]}
+    query = _spec(qdict)
+    frames = _frame(commits)
+    stats: dict[str, Any] = {}
+    expected = reference_frame(reference_gold(frames, qdict, stats=stats), qdict, SILVER_SCHEMA)
+    for cut in (list(range(len(frames))), [], cuts):
+        engine = WindowedAggregation(query, input_schema=SILVER_SCHEMA)
+        bounds = [0, *sorted(set(c for c in cut if 0 < c < len(frames))), len(frames)]
+        results = [engine.process(pl.concat(frames[a:b])) for a, b in zip(bounds, bounds[1:])]
+        assert_gold_equal(pl.concat([r.closed for r in results]), expected)
+        assert sum(r.rows_filtered for r in results) == stats["filtered"]
+        assert engine.watermark_us == stats["watermark_us"]
 
 
 def test_sliding_state_is_per_pane_not_per_window() -> None:

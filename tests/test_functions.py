@@ -9,6 +9,7 @@ A new function needs an entry in EXAMPLES below; the registry check fails until 
 from __future__ import annotations
 
 import math
+from datetime import date, datetime, timezone
 from typing import Any
 
 import polars as pl
@@ -17,21 +18,28 @@ from polars.testing import assert_frame_equal
 
 from goldstream.config import AggregateSpec
 from goldstream.functions.aggregate import AggregateFunction
-from goldstream.functions.base import Function
+from goldstream.functions.base import Function, NoSparkEquivalent
 from goldstream.functions.projection import Projection
 from goldstream.functions.registry import ARGUMENTS, FUNCTIONS, build
 from goldstream.source.schema import polars_type
 
 # Valid arguments for each function: every way it can be configured.
 EXAMPLES: dict[str, list[dict[str, Any]]] = {
-    "count": [{}],
+    "count": [{}, {"where": "y > 0"}],
     "count_if": [{"column": "x", "equals": True}, {"column": "x", "equals": "a"}, {"column": "x", "equals": 3.0},
-                 {"column": "x", "above": 2.0, "below": 0.0}, {"column": "x", "below": 0.0}],
-    "avg": [{"column": "x"}],
+                 {"column": "x", "above": 2.0, "below": 0.0}, {"column": "x", "below": 0.0},
+                 {"where": "y > 0 OR y IS NULL"}, {"column": "x", "below": 0.0, "where": "NOT y < 1"}],
+    "count_distinct": [{"column": "x"}, {"column": "x", "where": "y BETWEEN 0 AND 2"}],
+    "avg": [{"column": "x"}, {"column": "x", "where": "y IN (1, 3)"}],
     "sum": [{"column": "x"}],
-    "min": [{"column": "x"}],
+    "min": [{"column": "x"}, {"column": "x", "where": "y >= 1"}],
     "max": [{"column": "x"}],
-    "stddev": [{"column": "x"}],
+    "stddev": [{"column": "x"}, {"column": "x", "where": "y <> 2"}],
+    "percentile": [{"column": "x", "p": 0.9}, {"column": "x", "p": 0.0}, {"column": "x", "p": 1.0},
+                   {"column": "x", "p": 0.25, "where": "y > 0"}],
+    "median": [{"column": "x"}],
+    "max_by": [{"column": "x", "by": "y"}, {"column": "x", "by": "y", "where": "y < 3"}],
+    "min_by": [{"column": "x", "by": "y"}],
     "ratio": [{"numerator": ["a", "b"], "denominator": "c"}],
 }
 CASES = [(fn, args) for fn, examples in EXAMPLES.items() for args in examples]
@@ -41,7 +49,14 @@ _VALUES: dict[str, list[Any]] = {  # per Delta type: a null, duplicates, and NaN
     "string": ["a", "b", None, "a", "", "a"],
     "integer": [1, 5, None, 3, 3, -2],
     "float": [1.5, math.nan, None, -2.0, 2.5, 7.0],
+    "timestamp": [datetime(2024, 1, 1, 12, tzinfo=timezone.utc), None, datetime(1969, 7, 20, tzinfo=timezone.utc),
+                  datetime(2024, 1, 1, 12, tzinfo=timezone.utc), datetime(2030, 1, 1, tzinfo=timezone.utc),
+                  datetime(2024, 1, 1, 11, 59, tzinfo=timezone.utc)],
+    "date": [date(2024, 1, 1), None, date(1969, 7, 20), date(2024, 1, 1), date(2030, 1, 1), date(2000, 2, 29)],
+    "binary": [b"a", b"", None, b"a", b"\x00", b"b"],
 }
+# The column conditions and max_by/min_by order by: ties, a null, NaN.
+_Y = [1.0, 3.0, None, 3.0, math.nan, 0.0]
 
 
 def _function(fn: str, args: dict[str, Any]) -> Function:
@@ -52,8 +67,9 @@ def _silver(delta_type: str) -> pl.DataFrame:
     """Two groups of rows for column `x` read as `delta_type`, and the group key `g`."""
     dtype = polars_type("decimal(12,3)" if delta_type == "decimal" else delta_type)
     values = _VALUES["float" if dtype.is_float() else "integer" if dtype.is_integer() else delta_type]
+    assert len(values) == len(_Y)
     x = pl.Series("x", values * 2).cast(dtype)
-    return pl.DataFrame({"g": [0] * len(values) + [1] * len(values), "x": x})
+    return pl.DataFrame({"g": [0] * len(values) + [1] * len(values), "x": x, "y": _Y + _Y[::-1]})
 
 
 def _aggregate_cases() -> list[tuple[str, dict[str, Any], str]]:
@@ -84,10 +100,29 @@ def test_config_takes_exactly_the_arguments_functions_declare() -> None:
 @pytest.mark.parametrize(("fn", "args"), CASES)
 def test_has_a_spark_sql_form_naming_its_inputs(fn: str, args: dict[str, Any]) -> None:
     function = _function(fn, args)
-    sql = function.spark_sql()
+    try:
+        sql = function.spark_sql()
+    except NoSparkEquivalent as refused:  # then it names Spark's closest form, and says it differs
+        assert refused.approximate and "not the exact" in str(refused)
+        sql = refused.approximate
     assert sql.strip()
     for column in [*function.silver_inputs(), *function.finalized_inputs()]:
         assert f"`{column}`" in sql
+    if args.get("where"):
+        assert sql.endswith(f"FILTER (WHERE {args['where']})")
+
+
+def test_only_a_distinct_count_lacks_an_exact_spark_form() -> None:
+    refused = [fn for fn, args in CASES if _refuses_spark(_function(fn, args))]
+    assert set(refused) == {"count_distinct"}
+
+
+def _refuses_spark(function: Function) -> bool:
+    try:
+        function.spark_sql()
+    except NoSparkEquivalent:
+        return True
+    return False
 
 
 @pytest.mark.parametrize(("fn", "args", "delta_type"), _aggregate_cases())

@@ -22,7 +22,7 @@ def test_each_error_names_field_value_and_rule(example_config: Path, tmp_path: P
     text = example_config.read_text()
     for old, new in [('size = "1m" }', 'size = "1x" }'), ("max_commits_per_batch = 100", "max_commits_per_batch = 0"),
                      ('slide = "1m"', 'slide = "2m"'), ('fn = "stddev", column = "velocity_kmh"',
-                                                        'fn = "median", column = "velocity_kmh"')]:
+                                                        'fn = "mode", column = "velocity_kmh"')]:
         assert old in text
         text = text.replace(old, new, 1)
     bad = tmp_path / "bad.toml"
@@ -35,7 +35,7 @@ def test_each_error_names_field_value_and_rule(example_config: Path, tmp_path: P
                      err), err
     assert "- source.max_commits_per_batch: Input should be greater than or equal to 1 (value: 0)" in err
     assert "- queries.1.window: window size 5m must be a multiple of slide 2m" in err
-    assert re.search(r"- queries\.1\.aggregates\.10\.fn: Input should be 'count', .* or 'ratio' \(value: 'median'\)", err)
+    assert re.search(r"- queries\.1\.aggregates\.10\.fn: Input should be 'count', .* or 'ratio' \(value: 'mode'\)", err)
     assert "Traceback" not in err
 
 

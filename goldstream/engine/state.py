@@ -31,9 +31,10 @@ from goldstream.config import QuerySpec
 from goldstream.engine.aggregates import AggregateSet, gold_frame_schema
 from goldstream.engine.clock import COMMIT_MAX, WM_BEFORE, EventClock
 from goldstream.engine.windows import Windows
+from goldstream.functions.condition import Condition
 
 _TS, _PANE, _KMIN, _K, _MINVER = "__ts", "__pane", "__kmin", "__k", "__minver"
-_TSMAX, _ROWS, _FUTURE = "__tsmax", "__rows", "__future"
+_TSMAX, _ROWS, _FUTURE, _PASSED = "__tsmax", "__rows", "__future", "__passed"
 
 
 @dataclass
@@ -44,6 +45,7 @@ class StepResult:
     rows_in: int = 0
     rows_null_time: int = 0
     rows_late: int = 0
+    rows_filtered: int = 0  # failed the query's filter: no input at all
     late: pl.DataFrame | None = None
     max_event_time_us: int | None = None
     watermark_us: int = 0
@@ -117,7 +119,8 @@ class WindowedAggregation:
     def row_grouping(self) -> tuple[object, ...]:
         """What the group-by over the rows depends on: queries with equal row groupings
         share one group-by (commit_partials)."""
-        return (self.query.event_time, tuple(self.keys), self.windows.slide_us, self.max_event_time_skew_us)
+        return (self.query.event_time, tuple(self.keys), self.windows.slide_us, self.max_event_time_skew_us,
+                self.query.filter)
 
     def commit_partials_plan(self, rows: pl.LazyFrame, partials: list[pl.Expr],
                              commit_column: str = VERSION) -> pl.LazyFrame:
@@ -129,9 +132,12 @@ class WindowedAggregation:
         commit) is constant within such a group, so the per-commit watermark, late
         filtering and the fold into state all run on these partials, a few hundred
         times fewer than the rows. Rows with a null event time form the null-pane groups
-        (counted, then dropped); with a skew bound, far-future rows form their own groups."""
+        (counted, then dropped); with a skew bound, far-future rows form their own groups, and
+        with a filter, the rows failing it."""
         ts = self._event_us()
         group = [*self.keys, self.windows.pane(ts).alias(_PANE), commit_column]
+        if self.query.filter is not None:
+            group.append(self._passes_filter().alias(_PASSED))
         if self.max_event_time_skew_us is not None:
             self._now_ms = int(time.time() * 1000)  # one "now" per batch, for both passes
             group.append(self._is_future(ts, rows.collect_schema().names()).alias(_FUTURE))
@@ -145,7 +151,7 @@ class WindowedAggregation:
         both = pl.concat([earlier, later.select(earlier.columns)], how="vertical_relaxed")
         if earlier.height == 0 or later.height == 0 or earlier[VERSION].max() < later[VERSION].min():  # type: ignore[operator]
             return both
-        group = [*self.keys, _PANE, VERSION, *([_FUTURE] if _FUTURE in both.columns else [])]
+        group = [*self.keys, _PANE, VERSION, *(c for c in (_FUTURE, _PASSED) if c in both.columns)]
         return (both.group_by(group).agg(*self.aggs.merge(), pl.col(_TSMAX).max(), pl.col(_ROWS).sum())
                 .select(both.columns).cast(both.schema))
 
@@ -168,6 +174,11 @@ class WindowedAggregation:
     def _take_in(self, partials: pl.DataFrame, rows: pl.LazyFrame | None) -> StepResult:
         wm_start = self.watermark_us
         rows_in = int(partials[_ROWS].sum())
+        filtered = 0
+        if _PASSED in partials.columns:  # rows failing the filter are no input at all
+            filtered = int(partials.filter(~pl.col(_PASSED))[_ROWS].sum())
+            partials = partials.filter(pl.col(_PASSED))
+            rows = None if rows is None else rows.filter(self._passes_filter())
         want_rows = self.keep_late_rows and rows is not None and partials.height > 0
         refused = 0
         if _FUTURE in partials.columns:
@@ -178,8 +189,8 @@ class WindowedAggregation:
             partials = partials.filter(~pl.col(_FUTURE))
         timed = partials.filter(pl.col(_PANE).is_not_null())
         rows_timed = int(timed[_ROWS].sum())
-        result = StepResult(closed=self.empty_output(), rows_in=rows_in, rows_late=refused,
-                            rows_null_time=rows_in - refused - rows_timed, watermark_us=wm_start)
+        result = StepResult(closed=self.empty_output(), rows_in=rows_in, rows_late=refused, rows_filtered=filtered,
+                            rows_null_time=rows_in - filtered - refused - rows_timed, watermark_us=wm_start)
         if want_rows and refused:
             result.late = refused_rows
         if rows_timed == 0:
@@ -207,6 +218,11 @@ class WindowedAggregation:
         result.watermark_us = wm_end
         result.closed = self._close(wm_start, wm_end)
         return result
+
+    def _passes_filter(self) -> pl.Expr:
+        """The query's filter over Silver rows; a null condition fails it, as in Spark."""
+        assert self.query.filter is not None
+        return Condition.parse(self.query.filter).expr().fill_null(False)
 
     def _event_us(self) -> pl.Expr:
         return pl.col(self.query.event_time).cast(pl.Datetime("us", "UTC")).dt.epoch("us")

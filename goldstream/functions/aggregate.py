@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import polars as pl
@@ -17,12 +17,16 @@ import polars as pl
 from goldstream.functions.base import (
     DECIMAL,
     NUMERIC,
+    ORDERED,
+    TEMPORAL,
+    ANY_TYPE,
     Arguments,
     Function,
     sql_column,
     sql_double,
     sql_literal,
 )
+from goldstream.functions.condition import Condition
 
 
 @dataclass(frozen=True)
@@ -35,11 +39,45 @@ class AggregateFunction(Function):
       again; merging is associative, so state can be merged in any grouping: a batch
       folded into the state, a window assembled from its panes;
     - `finalize()` runs over merged state and yields the column `name`, of `return_type()`.
-    None of them knows the window kind: tumbling and sliding windows (and any future kind)
-    are served by the same expressions, through panes.
+    None of them knows the window kind: tumbling, sliding and session windows are served by
+    the same expressions, through panes or sessions.
+
+    `where` (any aggregate, Spark's `agg(...) FILTER (WHERE ...)`) restricts the rows it
+    takes in: `update()` reads its inputs through `values()` and counts rows with
+    `rows()`, which apply it.
     """
 
     state: ClassVar[tuple[str, ...]]  # short names of its state fields
+
+    where: str | None = field(default=None, kw_only=True)
+
+    def values(self, column: str) -> pl.Expr:
+        """A Silver column's values in the rows it takes in (those passing `where`)."""
+        if self.where is None:
+            return pl.col(column)
+        return pl.col(column).filter(self.where_expr())
+
+    def rows(self) -> pl.Expr:
+        """How many rows it takes in, as Int64."""
+        if self.where is None:
+            return pl.len().cast(pl.Int64)
+        return self.where_expr().fill_null(False).sum().cast(pl.Int64)
+
+    def where_expr(self) -> pl.Expr:
+        assert self.where is not None
+        return Condition.parse(self.where).expr()
+
+    def where_columns(self) -> tuple[str, ...]:
+        """Silver columns its `where` reads (their types are checked against the condition)."""
+        return () if self.where is None else Condition.parse(self.where).columns
+
+    def spark_sql(self) -> str:
+        call = self.spark_call()
+        return call if self.where is None else f"{call} FILTER (WHERE {self.where})"
+
+    @abstractmethod
+    def spark_call(self) -> str:
+        """Its Spark SQL aggregate call over the rows it takes in."""
 
     def state_field(self, part: str) -> str:
         """The frame column holding one part of its state: `<name>__<part>`."""
@@ -72,7 +110,7 @@ class Count(AggregateFunction):
     state = ("n",)
 
     def update(self) -> list[pl.Expr]:
-        return [pl.len().cast(pl.Int64).alias(self.state_field("n"))]
+        return [self.rows().alias(self.state_field("n"))]
 
     def merge(self) -> list[pl.Expr]:
         return [self.state_col("n").sum()]
@@ -83,7 +121,7 @@ class Count(AggregateFunction):
     def return_type(self, input_schema: dict[str, pl.DataType]) -> pl.DataType:
         return pl.Int64()
 
-    def spark_sql(self) -> str:
+    def spark_call(self) -> str:
         return "count(*)"
 
 
@@ -91,11 +129,12 @@ class Count(AggregateFunction):
 class CountIf(Count):
     """Rows whose condition is true; a null value (a null condition) counts as false.
     The condition is `column == equals`, or `column > above OR column < below`
-    (strict, either bound optional), where NaN is above every bound."""
+    (strict, either bound optional), where NaN is above every bound; or, without a
+    column, the aggregate's `where` alone."""
 
     fn = "count_if"
 
-    column: str
+    column: str | None = None
     equals: bool | float | str | None = None
     above: float | None = None
     below: float | None = None
@@ -103,10 +142,16 @@ class CountIf(Count):
     @classmethod
     def check_values(cls, args: Arguments) -> None:
         has_range = args.above is not None or args.below is not None
-        if (args.equals is None) == (not has_range):
+        if args.column is None:
+            if args.equals is not None or has_range or not args.where:
+                raise ValueError(f"aggregate {args.name!r}: count_if needs either a 'where' condition, or a "
+                                 "'column' with 'equals' or 'above'/'below'")
+        elif (args.equals is None) == (not has_range):
             raise ValueError(f"aggregate {args.name!r}: count_if needs either 'equals' or 'above'/'below' (not both)")
 
     def silver_inputs(self) -> dict[str, frozenset[str]]:
+        if self.column is None:
+            return {}
         if isinstance(self.equals, bool):
             return {self.column: frozenset({"boolean"})}
         if isinstance(self.equals, str):
@@ -114,6 +159,7 @@ class CountIf(Count):
         return {self.column: NUMERIC if self.equals is not None else NUMERIC | {DECIMAL}}
 
     def condition(self) -> pl.Expr:
+        assert self.column is not None
         col = pl.col(self.column)
         if self.equals is not None:
             return col == pl.lit(self.equals)
@@ -126,9 +172,14 @@ class CountIf(Count):
         return pl.any_horizontal(terms)
 
     def update(self) -> list[pl.Expr]:
-        return [self.condition().fill_null(False).sum().cast(pl.Int64).alias(self.state_field("n"))]
+        if self.column is None:
+            return super().update()
+        condition = self.condition() if self.where is None else self.condition() & self.where_expr()
+        return [condition.fill_null(False).sum().cast(pl.Int64).alias(self.state_field("n"))]
 
-    def spark_sql(self) -> str:
+    def spark_call(self) -> str:
+        if self.column is None:
+            return super().spark_call()
         col = sql_column(self.column)
         if self.equals is not None:
             condition = f"{col} = {sql_literal(self.equals)}"
@@ -161,8 +212,8 @@ class Sum(ColumnAggregate):
 
     def update(self) -> list[pl.Expr]:
         return [
-            pl.col(self.column).cast(pl.Float64).sum().alias(self.state_field("sum")),
-            pl.col(self.column).count().cast(pl.Int64).alias(self.state_field("n")),
+            self.values(self.column).cast(pl.Float64).sum().alias(self.state_field("sum")),
+            self.values(self.column).count().cast(pl.Int64).alias(self.state_field("n")),
         ]
 
     def merge(self) -> list[pl.Expr]:
@@ -171,7 +222,7 @@ class Sum(ColumnAggregate):
     def finalize(self) -> pl.Expr:
         return pl.when(self.state_col("n") > 0).then(self.state_col("sum")).alias(self.name)
 
-    def spark_sql(self) -> str:
+    def spark_call(self) -> str:
         return f"sum({sql_double(self.column)})"
 
 
@@ -185,7 +236,7 @@ class Avg(Sum):
         n = self.state_col("n")
         return pl.when(n > 0).then(self.state_col("sum") / n).alias(self.name)
 
-    def spark_sql(self) -> str:
+    def spark_call(self) -> str:
         return f"avg({sql_double(self.column)})"
 
 
@@ -196,8 +247,11 @@ class Extreme(ColumnAggregate):
 
     reduce: ClassVar[Callable[[pl.Expr], pl.Expr]]
 
+    def silver_inputs(self) -> dict[str, frozenset[str]]:
+        return {self.column: NUMERIC | {DECIMAL} | TEMPORAL}
+
     def update(self) -> list[pl.Expr]:
-        return [self.reduce(pl.col(self.column)).alias(self.state_field(self.fn))]
+        return [self.reduce(self.values(self.column)).alias(self.state_field(self.fn))]
 
     def merge(self) -> list[pl.Expr]:
         return [self.reduce(self.state_col(self.fn))]
@@ -208,7 +262,7 @@ class Extreme(ColumnAggregate):
     def return_type(self, input_schema: dict[str, pl.DataType]) -> pl.DataType:
         return input_schema.get(self.column, pl.Float64())
 
-    def spark_sql(self) -> str:
+    def spark_call(self) -> str:
         return f"{self.fn}({sql_column(self.column)})"
 
 
@@ -248,7 +302,7 @@ class StddevSamp(ColumnAggregate):
     state = ("n", "mean", "m2")
 
     def update(self) -> list[pl.Expr]:
-        x = pl.col(self.column).cast(pl.Float64)
+        x = self.values(self.column).cast(pl.Float64)
         n = x.count().cast(pl.Int64)
         lo = x.min()
         mean = pl.when(lo == x.nan_max()).then(lo).otherwise(x.mean())
@@ -274,5 +328,60 @@ class StddevSamp(ColumnAggregate):
         n = self.state_col("n")
         return pl.when(n >= 2).then((self.state_col("m2") / (n - 1)).sqrt()).alias(self.name)
 
-    def spark_sql(self) -> str:
+    def spark_call(self) -> str:
         return f"stddev_samp({sql_double(self.column)})"
+
+
+@dataclass(frozen=True)
+class ExtremeBy(AggregateFunction):
+    """Spark's max_by/min_by: `column`'s value in the row where `by` is greatest/least
+    (Spark's ordering: NaN above every number; rows with a null `by` are ignored; null
+    when every `by` is null).
+
+    Ties are broken deterministically, which Spark does not do (its result depends on the
+    order rows reach it): among the rows sharing the extreme `by`, max_by returns the
+    greatest `column` value and min_by the least, a null value only if all of them are
+    null. State is the pair (extreme `by`, its `column` value); the same pick merges pairs."""
+
+    column: str
+    by: str
+
+    descending: ClassVar[bool]
+    state = ("by", "value")
+
+    def silver_inputs(self) -> dict[str, frozenset[str]]:
+        return {self.column: ANY_TYPE, self.by: ORDERED} if self.column != self.by else {self.by: ORDERED}
+
+    def _pick(self, value: pl.Expr, by: pl.Expr) -> list[pl.Expr]:
+        order = {"descending": [self.descending] * 2, "nulls_last": [True, True]}
+        extreme = by.sort_by(by, value, **order).first()
+        picked = value.sort_by(by, value, **order).first()
+        return [extreme.alias(self.state_field("by")),
+                pl.when(extreme.is_not_null()).then(picked).alias(self.state_field("value"))]
+
+    def update(self) -> list[pl.Expr]:
+        return self._pick(self.values(self.column), self.values(self.by))
+
+    def merge(self) -> list[pl.Expr]:
+        return self._pick(self.state_col("value"), self.state_col("by"))
+
+    def finalize(self) -> pl.Expr:
+        return self.state_col("value").alias(self.name)
+
+    def return_type(self, input_schema: dict[str, pl.DataType]) -> pl.DataType:
+        return input_schema.get(self.column, pl.Float64())
+
+    def spark_call(self) -> str:
+        return f"{self.fn}({sql_column(self.column)}, {sql_column(self.by)})"
+
+
+@dataclass(frozen=True)
+class MaxBy(ExtremeBy):
+    fn = "max_by"
+    descending = True
+
+
+@dataclass(frozen=True)
+class MinBy(ExtremeBy):
+    fn = "min_by"
+    descending = False

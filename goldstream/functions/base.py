@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import ClassVar, Protocol
 
 import polars as pl
@@ -20,6 +20,11 @@ import polars as pl
 # Delta type names a function may accept for its Silver column.
 NUMERIC = frozenset({"long", "integer", "short", "byte", "float", "double"})
 DECIMAL = "decimal"  # any precision and scale; read as double
+TEMPORAL = frozenset({"timestamp", "date"})
+# Types with Spark's ordering (NaN above every number): what min/max/max_by compare.
+ORDERED = NUMERIC | {DECIMAL} | TEMPORAL | {"string"}
+# Every primitive type goldstream reads: what a distinct count or a condition may read.
+ANY_TYPE = ORDERED | {"boolean", "binary"}
 
 
 class Arguments(Protocol):
@@ -33,6 +38,18 @@ class Arguments(Protocol):
     below: float | None
     numerator: list[str] | None
     denominator: str | None
+    where: str | None
+    by: str | None
+    p: float | None
+
+
+class NoSparkEquivalent(Exception):
+    """Spark Structured Streaming cannot compute the function the same way. `approximate`
+    is the closest Spark SQL form (a different result, documented), or None."""
+
+    def __init__(self, message: str, approximate: str | None = None) -> None:
+        super().__init__(message)
+        self.approximate = approximate
 
 
 @dataclass(frozen=True)
@@ -48,6 +65,12 @@ class Function(ABC):
     def arguments(cls) -> tuple[str, ...]:
         """The config arguments it takes, in declaration order."""
         return tuple(f.name for f in fields(cls) if f.name != "name")
+
+    @classmethod
+    def required_arguments(cls) -> tuple[str, ...]:
+        """The config arguments it cannot do without (those without a default)."""
+        return tuple(f.name for f in fields(cls)
+                     if f.name != "name" and f.default is MISSING and f.default_factory is MISSING)
 
     @classmethod
     def check_values(cls, args: Arguments) -> None:
@@ -74,7 +97,8 @@ class Function(ABC):
 
     @abstractmethod
     def spark_sql(self) -> str:
-        """The Spark SQL expression computing the same column, with the same semantics."""
+        """The Spark SQL expression computing the same column, with the same semantics;
+        NoSparkEquivalent when Spark's streaming aggregation has none."""
 
 
 def sql_column(name: str) -> str:

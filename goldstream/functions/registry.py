@@ -8,13 +8,15 @@ being configured in tests/test_functions.py, which checks the contract for each.
 
 from __future__ import annotations
 
-from goldstream.functions.aggregate import Avg, Count, CountIf, Max, Min, StddevSamp, Sum
+from goldstream.functions.aggregate import Avg, Count, CountIf, Max, MaxBy, Min, MinBy, StddevSamp, Sum
 from goldstream.functions.base import Arguments, Function
 from goldstream.functions.projection import Ratio
+from goldstream.functions.value_sets import CountDistinct, Median, Percentile
 
 # The order is the one the config's error message lists them in.
 FUNCTIONS: dict[str, type[Function]] = {
-    f.fn: f for f in (Count, CountIf, Avg, Sum, Min, Max, StddevSamp, Ratio)
+    f.fn: f for f in (Count, CountIf, CountDistinct, Avg, Sum, Min, Max, StddevSamp, Percentile, Median,
+                      MaxBy, MinBy, Ratio)
 }
 FUNCTION_NAMES = tuple(FUNCTIONS)
 # Every config argument some function takes (config.AggregateSpec has exactly these).
@@ -25,8 +27,9 @@ def check_arguments(args: Arguments) -> None:
     """Raise ValueError naming the first rule the entry's arguments break."""
     function = FUNCTIONS[args.fn]
     takes = function.arguments()
-    if "column" in takes and not args.column:
-        raise ValueError(f"aggregate {args.name!r}: fn = {args.fn!r} needs a 'column'")
+    for needed in ("column", "by"):
+        if needed in function.required_arguments() and not getattr(args, needed):
+            raise ValueError(f"aggregate {args.name!r}: fn = {args.fn!r} needs a {needed!r}")
     if "column" not in takes and args.column:
         raise ValueError(f"aggregate {args.name!r}: fn = {args.fn!r} takes no 'column'")
     function.check_values(args)

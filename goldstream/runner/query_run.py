@@ -89,6 +89,7 @@ class QueryRun:
             rows_in=self.stats.rows_in + result.rows_in,
             rows_late=self.stats.rows_late + result.rows_late,
             rows_null_time=self.stats.rows_null_time + result.rows_null_time,
+            rows_filtered=self.stats.rows_filtered + result.rows_filtered,
             skipped_change_commits=self.stats.skipped_change_commits
             + sum(1 for v in batch.skipped_changes if v > self.committed),
         )
@@ -215,6 +216,7 @@ class QueryRun:
             "rows_in": st.rows_in,
             "rows_late": st.rows_late,
             "rows_null_event_time": st.rows_null_time,
+            "rows_filtered": st.rows_filtered,
             "windows_emitted": st.windows_emitted,
             "skipped_change_commits": st.skipped_change_commits,
             "silver_version": self.processed,

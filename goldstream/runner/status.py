@@ -20,6 +20,7 @@ class QueryStats:
     rows_in: int = 0
     rows_late: int = 0
     rows_null_time: int = 0
+    rows_filtered: int = 0
     windows_emitted: int = 0
     gold_commits: int = 0
     skipped_change_commits: int = 0

@@ -24,6 +24,7 @@ import polars as pl
 
 from goldstream.config import QuerySpec
 from goldstream.errors import SourceError
+from goldstream.functions.condition import Condition
 from goldstream.functions.registry import build
 
 _PRIMITIVE_TO_POLARS: dict[str, pl.DataType] = {
@@ -157,7 +158,29 @@ def _requirements(queries: list[QuerySpec]) -> dict[str, tuple[str, set[str] | N
         for a in q.aggregates:
             for col, accepted in build(a).silver_inputs().items():
                 need(col, f"aggregate {a.name!r} of query {q.name!r}", set(accepted))
+        for where, text in q.conditions():
+            for col in Condition.parse(text).columns:
+                need(col, f"{where} of query {q.name!r}", None)
     return req
+
+
+def _condition_problems(queries: list[QuerySpec], schema: dict[str, pl.DataType]) -> list[str]:
+    """Conditions that are not true/false/null over Silver's columns (a comparison of a
+    string with a number, a condition that is a number)."""
+    problems = []
+    for q in queries:
+        for where, text in q.conditions():
+            try:
+                dtype = Condition.parse(text).result_type(schema)
+            except pl.exceptions.PolarsError as err:
+                first_line = str(err).strip().splitlines()[0]
+                problems.append(f"{where} of query {q.name!r}, {text!r}, cannot be evaluated over Silver's "
+                                f"columns: {first_line}")
+                continue
+            if dtype != pl.Boolean():
+                problems.append(f"{where} of query {q.name!r}, {text!r}, is a {dtype}, not a condition: "
+                                "compare it with something (e.g. `... > 0`, `... IS NOT NULL`)")
+    return problems
 
 
 def plan_reads(
@@ -206,6 +229,8 @@ def plan_reads(
         changes = (f.get("metadata") or {}).get("delta.typeChanges") or []
         widened = tuple(str(c.get("fromType")) for c in changes if isinstance(c, dict) and not c.get("fieldPath"))
         plans.append(ColumnPlan(col, physical, tname, dtype, col in partition_columns, widened))
+    if not problems:
+        problems = _condition_problems(queries, {c.name: c.dtype for c in plans})
     if problems:
         raise SourceError(
             f"Silver schema at {where} does not fit the queries:\n  - " + "\n  - ".join(problems)

@@ -1,0 +1,125 @@
+"""The query language's conditions and newer functions, as a user meets them: errors in the
+configuration name the query, the field and what to do (a condition that does not parse,
+the position in its string); errors only Silver can reveal (an unknown column, a condition
+that is not boolean, a function on a type it does not take) stop the query at start,
+before anything is written. Null and NaN in conditions follow Spark's rules."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from goldstream.config import load_settings
+from goldstream.errors import ConfigError
+from goldstream.functions.condition import Condition
+from silver_cases import cli, frames, summary
+from testsupport.config import example_doc, seed_query_list, write_config
+from testsupport.silver import append_commits
+
+
+def _config_error(tmp_path: Path, query_changes: dict[str, Any], aggregates: list[dict[str, Any]] | None = None) -> str:
+    doc = example_doc()
+    query = {**doc["queries"][0], **query_changes}
+    if aggregates is not None:
+        query["aggregates"] = aggregates
+    doc["queries"] = [query]
+    with pytest.raises(ConfigError) as refused:
+        load_settings(write_config(tmp_path / "bad.toml", doc=doc))
+    return str(refused.value)
+
+
+@pytest.mark.parametrize(("changes", "aggregates", "expected"), [
+    ({"filter": "on_ground = false AND altitude_meters >"}, None,
+     "queries.0: query 'country_stats': filter: expected a column, a literal or '(', found the end at position 40 "
+     "of 'on_ground = false AND altitude_meters >'"),
+    ({"filter": 'origin_country = "France"'}, None,
+     "filter: double quotes mean a string in one SQL dialect and a column in the other: write strings in single "
+     "quotes and columns plain or in backquotes at position 18"),
+    ({}, [{"name": "high", "fn": "count_if", "where": "altitude_meters > 12000 OR"}],
+     "query 'country_stats': aggregate 'high' where: expected a column, a literal or '(', found the end at "
+     "position 27"),
+    ({}, [{"name": "h", "fn": "count", "where": "abs(altitude_meters) > 1"}],
+     "aggregate 'h' where: functions are not supported (they differ between the dialects): abs, found '(' at "
+     "position 4"),
+    ({}, [{"name": "p", "fn": "percentile", "column": "velocity_kmh", "p": 90}],
+     "aggregate 'p': percentile needs 'p', a number between 0.0 and 1.0 (0.9 for the 90th percentile), got 90.0"),
+    ({}, [{"name": "p", "fn": "percentile", "column": "velocity_kmh"}], "percentile needs 'p'"),
+    ({}, [{"name": "m", "fn": "median", "column": "velocity_kmh", "p": 0.4}],
+     "aggregate 'm': 'p' only apply to fn = 'percentile'"),
+    ({}, [{"name": "c", "fn": "count_if"}],
+     "aggregate 'c': count_if needs either a 'where' condition, or a 'column' with 'equals' or 'above'/'below'"),
+    ({}, [{"name": "b", "fn": "max_by", "column": "callsign"}], "max_by"),
+    ({}, [{"name": "d", "fn": "count_distinct"}], "aggregate 'd': fn = 'count_distinct' needs a 'column'"),
+])
+def test_configuration_errors_name_query_field_and_fix(tmp_path: Path, changes: dict[str, Any],
+                                                       aggregates: list[dict[str, Any]] | None, expected: str) -> None:
+    message = _config_error(tmp_path, changes, aggregates)
+    assert expected in message, message
+    assert "Traceback" not in message
+
+
+def test_errors_only_silver_reveals_stop_the_query_at_start(tmp_path: Path) -> None:
+    stats, anomalies = seed_query_list()
+    query = {**stats, "filter": "altitude_meters > 0 AND squawk = '7700'", "aggregates": [
+        {"name": "n", "fn": "count", "where": "velocity_kmh + 1"},
+        {"name": "p50_country", "fn": "median", "column": "origin_country"},
+        {"name": "bad_compare", "fn": "count_if", "where": "origin_country > 3"},
+    ]}
+    silver, gold = tmp_path / "silver", tmp_path / "gold"
+    append_commits(silver, frames(2))
+    proc = cli(write_config(tmp_path / "c.toml", queries=[query, anomalies]), silver, gold)
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr
+    assert "column 'squawk' (filter of query 'country_stats') is missing; Silver has:" in err
+    assert "column 'origin_country' (aggregate 'p50_country' of query 'country_stats') has type string; expected " \
+           "byte or decimal or double or float or integer or long or short" in err
+    assert "Traceback" not in err
+    assert not gold.exists()
+
+    query["filter"] = "altitude_meters > 0"
+    query["aggregates"] = [query["aggregates"][0], query["aggregates"][2]]
+    proc = cli(write_config(tmp_path / "c.toml", queries=[query, anomalies]), silver, gold)
+    assert proc.returncode == 2, proc.stderr
+    assert "aggregate 'n' where of query 'country_stats', 'velocity_kmh + 1', is a Float64, not a condition" \
+        in proc.stderr
+    assert "aggregate 'bad_compare' where of query 'country_stats', 'origin_country > 3', cannot be evaluated " \
+           "over Silver's columns: cannot compare string with numeric type" in proc.stderr
+    assert not gold.exists()
+
+
+def test_filtered_rows_are_counted_and_the_rest_aggregated(tmp_path: Path) -> None:
+    stats, anomalies = seed_query_list()
+    filtered = {**stats, "filter": "on_ground = false AND altitude_meters IS NOT NULL"}
+    silver, gold = tmp_path / "silver", tmp_path / "gold"
+    commits = frames(6)
+    append_commits(silver, commits)
+    result = summary(cli(write_config(tmp_path / "c.toml", queries=[filtered, anomalies]), silver, gold, "--json"))
+    rows = pl.concat(commits)
+    kept = rows.filter((pl.col("on_ground") == False) & pl.col("altitude_meters").is_not_null())  # noqa: E712
+    assert result["country_stats"]["rows_in"] == rows.height
+    assert result["country_stats"]["rows_filtered"] == rows.height - kept.height > 0
+    assert result["country_anomalies"]["rows_filtered"] == 0
+
+
+NAN = math.nan
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("x > 1", [True, False, None, True]),  # NaN is above every number
+    ("x = x", [True, True, None, True]),  # NaN equals NaN
+    ("NOT x > 1", [False, True, None, False]),
+    ("x > 1 OR b", [True, True, True, True]),  # null OR true is true
+    ("x > 1 AND b", [True, False, None, True]),  # null AND true is null; false AND null is false
+    ("x IN (1, 5)", [True, True, None, False]),
+    ("x BETWEEN 0 AND 2", [False, True, None, False]),
+    ("x IS NULL", [False, False, True, False]),
+    ("x / 2 > 0.4", [True, True, None, True]),
+    ("-7 % 2 = -1 AND b IS NOT NULL", [True, True, True, True]),  # % keeps the dividend's sign, as Java's
+])
+def test_conditions_follow_spark_null_and_nan_rules(text: str, expected: list[bool | None]) -> None:
+    rows = pl.DataFrame({"x": [5.0, 1.0, None, NAN], "b": [True, True, True, True]})
+    assert rows.select(Condition.parse(text).expr())[:, 0].to_list() == expected
