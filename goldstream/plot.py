@@ -74,10 +74,11 @@ def _figure(q: QuerySpec, metric: str, lines: dict[str, list[tuple[Any, float | 
                           "pip install 'goldstream[plot]'") from None
     figure = Figure(figsize=SIZE_IN, dpi=DPI, layout="constrained")
     ax = figure.add_subplot()
+    marker = "o" if max(map(len, lines.values())) <= 60 else None  # dots while they stay apart
     for i, (key, points) in enumerate(lines.items()):
         times, values = zip(*points)
         (line,) = ax.plot(times, [math.nan if v is None else v for v in values], label=key,
-                          marker="o" if len(points) <= 60 else None, markersize=3, linewidth=1.5)
+                          marker=marker, markersize=3, linewidth=1.5)
         line.set_gid(f"series-{i}")
     locator = mdates.AutoDateLocator()
     ax.xaxis.set_major_locator(locator)
