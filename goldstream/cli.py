@@ -203,6 +203,35 @@ def run(
 
 
 @app.command()
+def maintain(
+    config: ConfigOpt,
+    silver: SilverOpt = None,
+    gold_root: GoldOpt = None,
+    query: QueryOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="say what would be compacted and vacuumed; write nothing")]
+    = False,
+) -> None:
+    """Compact, checkpoint, clean the log and vacuum every Gold and late table once ([maintenance]
+    settings; every file smaller than target_file_size is compacted). Safe beside a live `run`."""
+    from goldstream.observability import setup_logging
+    from goldstream.runner.upkeep import maintain as maintain_once
+    from goldstream.storage import Storage
+
+    def go() -> None:
+        settings = _settings(config, silver, gold_root, query)
+        setup_logging(settings.log_level, route_native_stderr=True)
+        reports = maintain_once(settings, Storage.from_env(settings.storage), dry_run=dry_run)
+        for (name, kind), r in reports.items():
+            verb = "would compact" if dry_run else "compacted"
+            vacuumed = "would vacuum" if dry_run else "vacuumed"
+            typer.echo(f"{name} {kind}: {r.files_before} data files -> {r.files_after}; {verb} {r.compacted} files "
+                       f"({r.bytes_rewritten} bytes); {vacuumed} {len(r.vacuumed)} files"
+                       + ("; a compaction lost a race with another writer: run again" if r.gave_up else ""))
+
+    _guarded(go)
+
+
+@app.command()
 def status(
     config: ConfigOpt,
     silver: SilverOpt = None,

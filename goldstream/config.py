@@ -298,6 +298,47 @@ class SinkSpec(_Strict):
         return v
 
 
+# The shortest retention of files that compaction removed: a reader (a dashboard query, a
+# Spark or Polars scan, a downstream goldstream query reading this table as its Silver)
+# holding a snapshot, or a streaming reader behind by less than this, still finds its files.
+MIN_RETENTION = timedelta(days=1)
+_MIB = 1 << 20
+
+
+class MaintenanceSpec(_Strict):
+    """Upkeep of every table goldstream writes (sink/maintenance.py): in `run` between
+    batches, on this schedule; `goldstream maintain` does one full round now."""
+
+    enabled: bool = True  # in `run`; `maintain` works either way
+    compact_every: Duration = timedelta(hours=1)
+    vacuum_every: Duration = timedelta(days=1)
+    # Files compaction removed are deleted once older than this (Delta's default, 7 days).
+    retention: Duration = timedelta(days=7)
+    # Commit files older than this (and covered by a checkpoint) are deleted (Delta's default).
+    log_retention: Duration = timedelta(days=30)
+    # Files smaller than this are compacted; a compacted file is at most about this large.
+    target_file_size: Annotated[int, Field(ge=_MIB, le=1024 * _MIB)] = 64 * _MIB
+    checkpoint_every: Count = 100  # commits between log checkpoints (Delta's default)
+
+    @field_validator("compact_every", "vacuum_every")
+    @classmethod
+    def _positive_intervals(cls, v: timedelta, info: Any) -> timedelta:
+        _require(v, info.field_name, positive=True)
+        return v
+
+    @field_validator("retention", "log_retention")
+    @classmethod
+    def _long_enough(cls, v: timedelta, info: Any) -> timedelta:
+        if v < MIN_RETENTION:
+            raise ValueError(
+                f"{info.field_name} {format_duration(v)} is shorter than the minimum of "
+                f"{format_duration(MIN_RETENTION)}: a reader holding an older snapshot, or a downstream stream "
+                "that is behind by less than that, would find its files gone")
+        if v.total_seconds() % 3600:
+            raise ValueError(f"{info.field_name} must be whole hours, got {format_duration(v)}")
+        return v
+
+
 class StorageSpec(_Strict):
     """Non-secret storage settings; credentials only ever come from the environment."""
 
@@ -327,6 +368,7 @@ class Settings(BaseSettings):
     sink: SinkSpec = SinkSpec()
     storage: StorageSpec = StorageSpec()
     server: ServerSpec = ServerSpec()
+    maintenance: MaintenanceSpec = MaintenanceSpec()
     queries: list[QuerySpec] = Field(min_length=1)
 
     @model_validator(mode="after")

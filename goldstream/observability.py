@@ -173,6 +173,16 @@ class Metrics:
         self.state_rows = Gauge("goldstream_state_rows", "Partial-aggregate rows held in state", ["query"], registry=r)
         self.batch_duration = Histogram("goldstream_batch_duration_seconds", "Batch processing time", ["query"],
                                         buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
+        table = ["query", "table"]  # table: "gold" or "late"
+        self.table_files = Gauge("goldstream_table_files", "Data files in the table, as the last maintenance round "
+                                 "found them (when='before') and left them (when='after')", [*table, "when"], registry=r)
+        self.bytes_rewritten = Counter("goldstream_maintenance_bytes_rewritten", "Bytes of small files rewritten "
+                                       "by compaction", table, registry=r)
+        self.files_vacuumed = Counter("goldstream_maintenance_files_vacuumed", "Files deleted by vacuum", table,
+                                      registry=r)
+        self.maintenance_duration = Histogram(
+            "goldstream_maintenance_duration_seconds", "Duration of one slice of maintenance (action: compact, "
+            "log, vacuum)", [*table, "action"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=r)
         self._known: set[str] = set()
 
     def ensure(self, query: str, max_event_us: Callable[[], int | None]) -> None:

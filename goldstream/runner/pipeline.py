@@ -22,6 +22,7 @@ from goldstream.runner.standby import Standby
 from goldstream.runner.status import PipelineStatus
 from goldstream.runner.stream import Stream
 from goldstream.runner.supervisor import Supervisor
+from goldstream.runner.upkeep import Upkeep, tables
 from goldstream.source.reader import SilverSource
 from goldstream.storage import Storage
 
@@ -49,6 +50,7 @@ class Pipeline:
         self._started = False
         self._bound: ReplayBound | None = None  # checked against Gold before anything is written
         self.replay_stop: int | None = None  # the last version the current replay is to process
+        self.upkeep: Upkeep | None = None  # `run`'s maintenance between batches ([maintenance] enabled)
 
     @property
     def runs(self) -> list[QueryRun]:
@@ -172,6 +174,8 @@ class Pipeline:
             self._started = True
             self.supervisor.reopen()
         takeover_after_s = to_us(self.settings.sink.takeover_after) / 1e6
+        if self.settings.maintenance.enabled:
+            self.upkeep = Upkeep(self.settings.maintenance, self.progress.metrics)
         while not self.stop_event.is_set():
             try:
                 did = self.supervisor.run(self._poll)
@@ -198,8 +202,15 @@ class Pipeline:
         self.standing_by = None
 
     def _poll(self, stream: Stream) -> bool:
+        """One batch, then one slice of maintenance if some is due (the loop goes on without
+        sleeping while it lasts): in this loop, so that it is fenced, retried and stood by
+        exactly as the batches' commits are."""
         did = self._step(stream)
         if not did:
             for run in stream.runs:
                 run.advance_if_idle()
+        if self.upkeep is not None:
+            current = [t for run in stream.runs for t in tables(run.query, run.sink, run.late_sink, self.storage,
+                                                               fenced=True)]
+            did = self.upkeep.slice(current) or did
         return did

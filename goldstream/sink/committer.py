@@ -28,12 +28,13 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.transaction import AddAction, RemoveAction
 
 from goldstream.errors import OwnershipLost, SinkError, TransientStorageError
 from goldstream.retry import Backoff, classify
@@ -69,6 +70,14 @@ class FenceMoved(OwnershipLost):
 
 class Tampered(SinkError):
     """Another writer changed a table goldstream owns in a way it cannot build on."""
+
+
+class _KeptChanging(OwnershipLost):
+    """Other commits won every attempt: for a Gold commit, someone else is writing."""
+
+
+class _Superseded(Exception):
+    """A file a compaction was to replace is no longer in the table."""
 
 
 class LandedLate(TransientStorageError):
@@ -252,11 +261,16 @@ class Committer:
             log.warning("%s sets %s = %r: offsets older than that are hidden; the next run repairs it",
                         self.what, retention.PROPERTY, value)
             return value
-        self.dt.alter.set_table_properties({retention.PROPERTY: retention.NEVER}, commit_properties=self._housekeeping())
+        self.set_properties({retention.PROPERTY: retention.NEVER})
         log.warning("%s set %s = %r, which hides the offsets of %s after that long without a commit: set it to %r "
                     "so that they never expire", self.what, retention.PROPERTY, value, self.owner, retention.NEVER)
-        self.load()
         return value
+
+    def set_properties(self, properties: dict[str, str]) -> None:
+        """Set table properties in a commit of this application's (one no audit stops at)."""
+        assert self.dt is not None
+        self.dt.alter.set_table_properties(properties, commit_properties=self._housekeeping())
+        self.load()
 
     def set_description(self, description: str) -> None:
         assert self.dt is not None
@@ -288,7 +302,53 @@ class Committer:
         tag = uuid.uuid4().hex
         props = CommitProperties(custom_metadata={**metadata, APP_ID: self.app_id, TAG: tag}, max_commit_retries=0,
                                  app_transactions=txns)
-        ours = {t.app_id: t.version for t in txns}
+        self._fenced(tag, expected_fence, {t.app_id: t.version for t in txns}, lambda: self._append(data, props))
+
+    def rewrite(self, adds: list[AddAction], removes: list[RemoveAction], metadata: Mapping[str, str],
+                expected_fence: Fence) -> bool:
+        """Replace the files of `removes` by those of `adds`, which hold the same rows, in one
+        commit with dataChange = false and no `txn` (a compaction: readers see no change,
+        the offsets stay where they are), under the same fence as `commit`. Returns False,
+        having written nothing, when a file to remove is gone from the latest snapshot
+        (another compaction got there first) or other commits keep winning."""
+        tag = uuid.uuid4().hex
+        props = CommitProperties(custom_metadata={**metadata, APP_ID: self.app_id, TAG: tag, "isBlindAppend": False},
+                                 max_commit_retries=0)
+        paths = {r.path for r in removes}
+
+        def write() -> None:
+            assert self.dt is not None
+            if not paths <= self.active_paths():
+                raise _Superseded
+            self.dt.create_write_transaction([*adds, *removes], mode="append", schema=self.dt.schema(),
+                                             commit_properties=props)
+
+        try:
+            self._fenced(tag, expected_fence, {}, write)
+        except (_Superseded, _KeptChanging) as why:
+            log.info("%s: compaction of %d file(s) given up (%s); nothing was written", self.what, len(removes),
+                     "another compaction replaced them" if isinstance(why, _Superseded) else "commits kept winning")
+            return False
+        return True
+
+    def check_fence(self, expected_fence: Fence) -> None:
+        """Refresh and raise FenceMoved (or OwnershipLost) unless the snapshot still holds
+        `expected_fence`: housekeeping that writes no rows is done by the owner only."""
+        base = self._fence_read_at
+        self.refresh()
+        found = self.txns(expected_fence)
+        if any(found[a] != v for a, v in expected_fence.items()):
+            self._explain_moved_fence(uuid.uuid4().hex, base, expected_fence, {}, found)
+
+    def active_paths(self) -> set[str]:
+        """The data files of the current snapshot, as its `add` actions name them."""
+        assert self.dt is not None
+        return set(pa.table(self.dt.get_add_actions()).column("path").to_pylist())
+
+    def _fenced(self, tag: str, expected_fence: Fence, ours: Mapping[str, int], write: Callable[[], None]) -> None:
+        """Run `write` (one commit tagged `tag`, writing the `txn`s `ours`) on a fresh
+        snapshot that holds `expected_fence`, again after a backoff when an unrelated
+        commit won the race."""
         backoff = Backoff(initial_s=0.05, max_s=1.0)
         # the fence was last read here: whatever moved it since is in the commits after it
         base = self._fence_read_at
@@ -301,7 +361,7 @@ class Committer:
                 self._explain_moved_fence(tag, base, expected_fence, ours, found)
                 return  # it was ours
             try:
-                self._append(data, props)
+                write()
             except CommitFailedError as err:
                 log.info("%s commit conflicted (%s); re-checking the fence", self.what, err)
                 continue
@@ -313,7 +373,7 @@ class Committer:
             self._set_anchor(version + 1, tag)
             self._fence_read_at = version + 1
             return
-        raise OwnershipLost(f"{self.what} keeps changing under {self.owner}; stopping")
+        raise _KeptChanging(f"{self.what} keeps changing under {self.owner}; stopping")
 
     def _explain_moved_fence(self, tag: str, base: int, expected: Fence, ours: Mapping[str, int],
                              found: dict[str, int | None]) -> None:

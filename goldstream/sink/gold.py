@@ -47,6 +47,12 @@ class GoldSink:
     def dt(self) -> DeltaTable | None:
         return self.committer.dt
 
+    @property
+    def fence(self) -> dict[str, int | None]:
+        """The offset `txn`s as this instance last saw or wrote them: its maintenance is
+        fenced by them too."""
+        return dict(self._fence)
+
     # -- start ----------------------------------------------------------------------------
 
     def open(self, create: bool = True, repair: bool = True) -> Offsets | None:

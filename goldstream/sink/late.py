@@ -80,6 +80,11 @@ class LateSink:
                     "adopted (description set)", self.uri, self.query)
 
     @property
+    def fence(self) -> dict[str, int | None]:
+        """The `txn` as this instance last saw or wrote it: its maintenance is fenced by it too."""
+        return dict(self._fence)
+
+    @property
     def written_through(self) -> int:
         """The Silver version through which late rows are in the table (-1: none yet)."""
         return _through(self._fence[self.app_id])
