@@ -294,6 +294,16 @@ def test_cronjob_replay_structure() -> None:
     assert c["args"][:3] == ["replay", "--config", "/etc/goldstream/config.toml"]
 
 
+def test_cronjob_maintain_structure() -> None:
+    """The tables of the replay CronJob have no daemon to maintain them: a maintenance
+    CronJob runs `maintain` on the same configuration, never two at once."""
+    cj = _one(_all_docs(), "cronjob-maintain.yaml", "CronJob")
+    assert cj["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    c = _check_pod_spec(pod, where="maintenance cronjob", config_map="goldstream-replay-config")
+    assert c["args"] == ["maintain", "--config", "/etc/goldstream/config.toml"]
+
+
 def _configmap_toml(file: str) -> str:
     (cm,) = _load_yaml_docs(K8S / file)
     assert cm["kind"] == "ConfigMap"
