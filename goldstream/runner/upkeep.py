@@ -48,13 +48,13 @@ class Table:
 
 
 def tables(query: QuerySpec, gold: GoldSink, late: LateSink | None, storage: Storage, fenced: bool) -> list[Table]:
-    """The tables of one query that exist. `fenced`: each slice first checks that the
+    """The tables of one query (a late table once it holds rows). `fenced`: each slice first checks that the
     sink's offsets are still the ones it last saw or wrote (the owner in `run`); `maintain`
     writes neither rows nor offsets, and stands beside the owner unfenced."""
     out = [Table(query.name, "gold", TableMaintenance(
         gold.committer, Layout(WINDOW_START, (WINDOW_START, *query.keys)), storage,
         (lambda: gold.fence) if fenced else dict))]
-    if late is not None and late.committer.dt is not None:
+    if late is not None and late.written_through >= 0:
         out.append(Table(query.name, "late", TableMaintenance(late.committer, LATE_LAYOUT, storage,
                                                               (lambda: late.fence) if fenced else dict)))
     return out
@@ -69,9 +69,8 @@ def maintain(settings: Settings, storage: Storage, dry_run: bool = False) -> dic
     for q in settings.queries:
         uri = settings.gold_path(q)
         gold = GoldSink(uri, q, gold_schema(q, source.engine_types(q, uri)), storage)
-        gold.open(create=False, repair=False)
-        if gold.dt is None:
-            log.info("query %s has no Gold table yet (%s): nothing to maintain", q.name, uri)
+        if gold.open(create=False, repair=False) is None:  # a commit of ours now would read as lost offsets
+            log.info("query %s has no Gold offsets yet (%s): nothing to maintain", q.name, uri)
             continue
         late = LateSink(q.late_sink, q.resolved_app_id, storage, query=q.name) if q.late_sink else None
         current += tables(q, gold, late, storage, fenced=False)
