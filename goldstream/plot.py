@@ -36,7 +36,11 @@ def plot_gold(settings: Settings, q: QuerySpec, path: Path, metric: str | None, 
     names = [a.name for a in q.aggregates]
     if name not in names:
         raise ConfigError(f"--metric {name!r}: query {q.name!r} has the aggregates {', '.join(names)}")
-    lines = series(read_gold(settings, q), q, name, top)
+    gold = read_gold(settings, q)
+    if gold.height and not gold[name].dtype.is_numeric():
+        raise ConfigError(f"--metric {name!r} of query {q.name!r} holds {gold[name].dtype} values, not numbers: "
+                          "choose a numeric aggregate")
+    lines = series(gold, q, name, top)
     if not lines:
         raise ConfigError(f"Gold table {settings.gold_path(q)} of query {q.name!r} has no rows yet: nothing to plot")
     figure = _figure(q, name, lines)
@@ -76,7 +80,7 @@ def _figure(q: QuerySpec, metric: str, lines: dict[str, list[tuple[Any, float | 
     ax = figure.add_subplot()
     marker = "o" if max(map(len, lines.values())) <= 60 else None  # dots while they stay apart
     for i, (key, points) in enumerate(lines.items()):
-        times, values = zip(*points)
+        times, values = zip(*points, strict=True)
         (line,) = ax.plot(times, [math.nan if v is None else v for v in values], label=key,
                           marker=marker, markersize=3, linewidth=1.5)
         line.set_gid(f"series-{i}")

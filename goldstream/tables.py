@@ -108,7 +108,7 @@ def tables(frame: pl.DataFrame, width: int, identity: int = 0, title: str | None
                                  min_width=widths[name])
             else:  # text longer than the terminal (a table URI) folds; its header stays whole
                 table.add_column(name, overflow="fold", min_width=len(name))
-        for row in zip(*(text[name] for name in group)):
+        for row in zip(*(text[name] for name in group), strict=True):
             table.add_row(*row)
         out.append(table)
     return out

@@ -15,9 +15,8 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qs
 
-from goldstream.config import QuerySpec, Settings
+from goldstream.config import AggregateSpec, QuerySpec, Settings
 from goldstream.durations import format_duration
-from goldstream.functions.registry import build
 from goldstream.runner.status import PipelineStatus, fmt_us
 from goldstream.web.history import ProgressHistory
 
@@ -86,8 +85,17 @@ def definition(q: QuerySpec) -> dict[str, Any]:
         "watermarkDelay": format_duration(q.watermark_delay),
         "eventTime": q.event_time,
         "keys": q.keys,
-        "aggregates": [f"{a.name} = {build(a).spark_sql()}" for a in q.aggregates],
+        "filter": q.filter,
+        "aggregates": [aggregate_text(a) for a in q.aggregates],
     }
+
+
+def aggregate_text(a: AggregateSpec) -> str:
+    """An aggregate as configured: "ground_count = count_if(on_ground, equals=true)"."""
+    args = a.model_dump(exclude_none=True, exclude={"name", "fn", "column", "where"})
+    shown = ([a.column] if a.column is not None else []) + [f"{k}={json.dumps(v)}" for k, v in args.items()]
+    where = f" where {a.where}" if a.where is not None else ""
+    return f"{a.name} = {a.fn}({', '.join(shown)}){where}"
 
 
 def _json(code: int, body: dict[str, Any]) -> Answer:
