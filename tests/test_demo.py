@@ -184,6 +184,9 @@ def built_gold(tmp_path_factory: pytest.TempPathFactory, example_config: Path) -
     return config, root / "gold"
 
 
+WIDE = {"COLUMNS": "250"}  # a terminal wide enough that no cell (a long Gold path) folds over two lines
+
+
 def _table_rows(section: str) -> list[list[str]]:
     """Cells of the data rows of the first table a section prints."""
     body = section.split("├", 1)[1].split("╰", 1)[0]
@@ -198,14 +201,14 @@ def _sections(out: str) -> dict[str, str]:
 
 def test_show_before_and_after_gold_exists(built_gold: tuple[Path, Path]) -> None:
     config, gold_root = built_gold
-    before = goldstream("show", "--config", str(config))
+    before = goldstream("show", "--config", str(config), env=WIDE)
     counts = _table_rows(_sections(before.stdout)["Gold tables"])
     assert [(r[0], r[1]) for r in counts] == [("country_stats", "0"), ("country_anomalies", "0")]
 
     built = Pipeline(load_settings(config))
     built.start()
     built.replay()
-    out = goldstream("show", "--config", str(config), "--limit", "3").stdout
+    out = goldstream("show", "--config", str(config), "--limit", "3", env=WIDE).stdout
     sections = _sections(out)
     assert list(sections) == ["Gold tables", "country_stats: latest window", "country_anomalies: latest window",
                               "country_anomalies: highest anomaly_rate"]
@@ -223,5 +226,5 @@ def test_show_before_and_after_gold_exists(built_gold: tuple[Path, Path]) -> Non
     rows = _table_rows(sections["country_anomalies: highest anomaly_rate"])
     assert [r[0] for r in rows] == rates["origin_country"].to_list()
 
-    only = _sections(goldstream("show", "--config", str(config), "--query", "country_stats").stdout)
+    only = _sections(goldstream("show", "--config", str(config), "--query", "country_stats", env=WIDE).stdout)
     assert list(only) == ["Gold tables", "country_stats: latest window"]
