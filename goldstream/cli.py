@@ -339,8 +339,7 @@ def validate_config(config: Annotated[Path, typer.Argument(help="TOML configurat
                    f"{src.max_rows_per_batch} rows per batch")
         for q in settings.queries:
             w = q.window
-            slide = f" every {fmt(w.slide_value)}" if w.kind == "sliding" else ""
-            typer.echo(f"query {q.name}: {w.kind} window {fmt(w.size)}{slide}, watermark delay "
+            typer.echo(f"query {q.name}: {w.kind} window {w.extent}, watermark delay "
                        f"{fmt(q.watermark_delay)}, keys {q.keys}, {len(q.aggregates)} aggregates -> {settings.gold_path(q)}")
         typer.echo(f"server: {'off' if not srv.http_port else f'{srv.http_host}:{srv.http_port}'}; "
                    f"log level {settings.log_level}")

@@ -84,14 +84,22 @@ class _Strict(BaseModel):
 
 
 class WindowSpec(_Strict):
-    """Event-time window: tumbling (slide = size) or sliding (size a multiple of slide)."""
+    """Event-time window: tumbling (slide = size), sliding (size a multiple of slide), or
+    session (per key, ended by `gap` without a row; its length follows the data)."""
 
-    kind: Literal["tumbling", "sliding"]
-    size: Duration
+    kind: Literal["tumbling", "sliding", "session"]
+    size: Duration | None = None
     slide: Duration | None = None
+    gap: Duration | None = None
 
     @model_validator(mode="after")
     def _check(self) -> WindowSpec:
+        if self.kind == "session":
+            return self._check_session()
+        if self.gap is not None:
+            raise ValueError(f"a {self.kind} window has no gap; gap applies to kind = 'session'")
+        if self.size is None:
+            raise ValueError(f"a {self.kind} window needs a size, e.g. size = \"1m\"")
         if self.size <= timedelta(0):
             raise ValueError(f"window size must be positive, got {format_duration(self.size)}")
         if self.kind == "tumbling":
@@ -109,9 +117,31 @@ class WindowSpec(_Strict):
             raise ValueError("window size and slide must be whole milliseconds")
         return self
 
+    def _check_session(self) -> WindowSpec:
+        if self.size is not None or self.slide is not None:
+            raise ValueError("a session window has no size or slide: it lasts from its first row to its last "
+                             "row plus the gap; set only gap, e.g. window = { kind = \"session\", gap = \"5m\" }")
+        if self.gap is None:
+            raise ValueError("a session window needs a gap, e.g. window = { kind = \"session\", gap = \"5m\" }: "
+                             "a key's session ends once no row of it came for that long")
+        if self.gap <= timedelta(0) or to_us(self.gap) % 1000 != 0:
+            raise ValueError(f"a session gap must be positive whole milliseconds, got {format_duration(self.gap)}")
+        return self
+
     @property
     def slide_value(self) -> timedelta:
+        assert self.size is not None, "session windows have no size"
         return self.size if self.slide is None else self.slide
+
+    @property
+    def extent(self) -> str:
+        """Its length as a person reads it: "1m", "5m every 1m", "gap 5m"."""
+        if self.kind == "session":
+            assert self.gap is not None
+            return f"gap {format_duration(self.gap)}"
+        assert self.size is not None
+        every = f" every {format_duration(self.slide_value)}" if self.kind == "sliding" else ""
+        return f"{format_duration(self.size)}{every}"
 
 
 AggFn = Literal[FUNCTION_NAMES]

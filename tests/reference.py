@@ -491,6 +491,82 @@ def reference_gold(
     return output
 
 
+def _sessions(rows: list[dict], event_time: str, gap: int) -> list[list[dict]]:
+    """Rows of one key as sessions: connected runs of spans [t, t + gap] (touching counts)."""
+    out: list[list[dict]] = []
+    end = None
+    for row in sorted(rows, key=lambda r: to_us(r[event_time])):
+        t = to_us(row[event_time])
+        if end is None or t > end:
+            out.append([])
+        out[-1].append(row)
+        end = t + gap if end is None or t > end else max(end, t + gap)
+    return out
+
+
+def reference_sessions(commits: list[list[dict] | pl.DataFrame | None], query: dict, flush: bool = False,
+                       stats: dict | None = None) -> list[dict]:
+    """Gold rows of a session-window query (``window = {kind = "session", gap}``): per
+    commit, a row is late when ``t + gap <= watermark before its commit``; the other rows
+    join their key's open rows, which are regrouped into sessions from scratch; then every
+    session whose end (last t + gap) is ``<= watermark`` is emitted and its rows dropped.
+    window_start is the first event time, window_end the last + gap."""
+    event_time = query["event_time"]
+    keys = list(query["keys"])
+    gap = duration_us(query["window"]["gap"])
+    delay = duration_us(query["watermark_delay"])
+    columns = input_columns(query)
+    keep = query.get("filter_py")
+    watermark = 0
+    open_rows: dict[tuple, list[dict]] = {}
+    output: list[dict] = []
+    counters = {"rows_in": 0, "null_event_time": 0, "late_rows": 0, "filtered": 0}
+
+    def emit(key: tuple, session: list[dict]) -> None:
+        times = [to_us(r[event_time]) for r in session]
+        row = {WINDOW_START: min(times), WINDOW_END: max(times) + gap, **dict(zip(keys, key))}
+        row.update(_aggregate(query, session))
+        output.append(row)
+
+    def close(up_to: int | None) -> None:
+        for key in list(open_rows):
+            remaining = []
+            for session in _sessions(open_rows[key], event_time, gap):
+                if up_to is None or max(to_us(r[event_time]) for r in session) + gap <= up_to:
+                    emit(key, session)
+                else:
+                    remaining.extend(session)
+            open_rows[key] = remaining
+            if not remaining:
+                del open_rows[key]
+
+    for commit in commits:
+        max_event_time = None
+        for row in _commit_rows(commit, columns):
+            counters["rows_in"] += 1
+            if keep is not None and keep(row) is not True:
+                counters["filtered"] += 1
+                continue
+            t = to_us(row[event_time])
+            if t is None:
+                counters["null_event_time"] += 1
+                continue
+            max_event_time = t if max_event_time is None else max(max_event_time, t)
+            if t + gap <= watermark:
+                counters["late_rows"] += 1
+                continue
+            open_rows.setdefault(tuple(_canonical_key(row[k]) for k in keys), []).append(row)
+        if max_event_time is not None:
+            watermark = max(watermark, trunc_to_ms(max_event_time) - delay)
+        close(watermark)
+    if flush:
+        close(None)
+    if stats is not None:
+        stats.update(counters)
+        stats["watermark_us"] = watermark
+    return output
+
+
 def reference_frame(
     rows: list[dict], query: dict, schema: dict[str, pl.DataType] | pl.Schema | None = None
 ) -> pl.DataFrame:

@@ -68,10 +68,7 @@ def _rank_columns(q: QuerySpec) -> list[str]:
 
 
 def _window_label(q: QuerySpec) -> str:
-    w = q.window
-    kind = f"tumbling {format_duration(w.size)}" if w.kind == "tumbling" else \
-        f"sliding {format_duration(w.size)} every {format_duration(w.slide_value)}"
-    return f"{kind} · watermark delay {format_duration(q.watermark_delay)}"
+    return f"{q.window.kind} {q.window.extent} · watermark delay {format_duration(q.watermark_delay)}"
 
 
 class DemoView:

@@ -40,6 +40,9 @@ class AggregateSet:
     def projections(self) -> list[Projection]:
         return [f for f in self.functions if isinstance(f, Projection)]
 
+    def state_fields(self) -> list[str]:
+        return [f for a in self.aggregates for f in a.state_fields()]
+
     def update(self) -> list[pl.Expr]:
         return [e for a in self.aggregates for e in a.update()]
 

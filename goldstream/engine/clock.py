@@ -41,6 +41,9 @@ class EventClock:
     now: Callable[[], float] = field(default_factory=lambda: time.monotonic)
     watermark_us: int = 0
     max_event_time_us: int | None = None
+    # The watermark before the first Silver version a restart re-reads (from Gold's
+    # offsets), for operators whose rebuild replays the watermark's moves (sessions).
+    rebuild_watermark_us: int | None = None
     last_rows_at: float = field(init=False)
 
     def __post_init__(self) -> None:
@@ -48,13 +51,14 @@ class EventClock:
 
     @classmethod
     def build(cls, query: QuerySpec, resume_watermark_us: int | None = None,
-              now: Callable[[], float] | None = None) -> EventClock:
+              now: Callable[[], float] | None = None, rebuild_watermark_us: int | None = None) -> EventClock:
         """A query's clock, from the watermark its Gold offsets record (None: a new query).
         The max event time it implies is restored too, so lag and the idle advance start
         from there rather than from nothing."""
         idle = query.idle_timeout
         clock = cls(to_us(query.watermark_delay), None if idle is None else idle.total_seconds(),
                     *([] if now is None else [now]))
+        clock.rebuild_watermark_us = rebuild_watermark_us
         if resume_watermark_us is not None:
             clock.watermark_us = resume_watermark_us
             if resume_watermark_us > 0:

@@ -202,22 +202,47 @@ class WindowedAggregation:
         wm_before = self.clock.on_commits(per_commit)
         wm_end = self.watermark_us
 
-        tagged = timed.join(wm_before, on=VERSION, how="left").with_columns(
-            self._kmin(pl.col(_PANE), pl.col(WM_BEFORE)).alias(_KMIN)
-        )
-        on_time = tagged.filter(pl.col(_KMIN) <= pl.col(_PANE))
+        on_time = self._on_time(timed.join(wm_before, on=VERSION, how="left"))
         late_rows = rows_timed - int(on_time[_ROWS].sum())
         result.rows_late += late_rows
         if want_rows and late_rows:
             late = self._late_rows(rows, wm_before)  # type: ignore[arg-type]
             result.late = late if result.late is None else pl.concat([late, result.late], how="diagonal_relaxed")
 
+        result.watermark_us = wm_end
+        result.closed = self._fold(on_time, wm_before, wm_start, wm_end)
+        return result
+
+    # -- what the window kind decides (engine/sessions.py replaces these for sessions) --------
+
+    def _on_time(self, tagged: pl.DataFrame) -> pl.DataFrame:
+        """The partials (with the watermark before their commit, `WM_BEFORE`) that some
+        window still takes, each tagged with the first window it counts in."""
+        return tagged.with_columns(self._kmin(pl.col(_PANE), pl.col(WM_BEFORE)).alias(_KMIN)).filter(
+            pl.col(_KMIN) <= pl.col(_PANE))
+
+    def _is_late(self, pane: pl.Expr, wm_before: pl.Expr) -> pl.Expr:
+        """Whether a row of `pane` is refused by every window, given the watermark before its commit."""
+        return self._kmin(pane, wm_before) > pane
+
+    def _missed_end(self, pane: pl.Expr) -> pl.Expr:
+        """The end of the last window a late row of `pane` missed (for the late table)."""
+        return self.windows.end(pane)
+
+    def _fold(self, on_time: pl.DataFrame, wm_before: pl.DataFrame, wm_start: int, wm_end: int) -> pl.DataFrame:
+        """Fold a batch's on-time partials into state and return the windows that the
+        watermark's move from `wm_start` to `wm_end` closed (`wm_before`: each commit's
+        watermark before it, for operators that close per commit)."""
         group = [*self.keys, _PANE, _KMIN]
         partial = on_time.group_by(group).agg(*self.aggs.merge(), pl.col(VERSION).min().alias(_MINVER))
         self._merge_into_state(partial, group)
-        result.watermark_us = wm_end
-        result.closed = self._close(wm_start, wm_end)
-        return result
+        return self._close(wm_start, wm_end)
+
+    def watermark_before_oldest(self) -> int | None:
+        """The watermark before `oldest_version_in_state()`, when a rebuild needs it to judge
+        rows late as the live stream did (None: it needs only the restored watermark, as
+        here: a row's windows are late or not whatever came before)."""
+        return None
 
     def _passes_filter(self) -> pl.Expr:
         """The query's filter over Silver rows; a null condition fails it, as in Spark."""
@@ -262,16 +287,14 @@ class WindowedAggregation:
         batch's rows, paid only when a late table is configured and the batch has late rows.
         It streams (chunk after chunk of the batch), so its memory is that of the late rows
         found, which the late table takes in one commit, not that of the batch."""
-        w = self.windows
-        pane = w.pane(pl.col(_TS))
+        pane = self.windows.pane(pl.col(_TS))
         lazy = rows.join(wm_before.lazy(), on=VERSION, how="inner").with_columns(self._event_us().alias(_TS))
         if self.max_event_time_skew_us is not None:
             lazy = lazy.filter(~self._is_future(pl.col(_TS), rows.collect_schema().names()))
         return (
             lazy.filter(pl.col(_TS).is_not_null())
-            .with_columns(pane.alias(_PANE), self._kmin(pane, pl.col(WM_BEFORE)).alias(_KMIN))
-            .filter(pl.col(_KMIN) > pl.col(_PANE))
-            .with_columns(w.end(pl.col(_PANE)).alias(MISSED_WINDOW_END))
+            .filter(self._is_late(pane, pl.col(WM_BEFORE)))
+            .with_columns(self._missed_end(pane).alias(MISSED_WINDOW_END))
             .collect(engine="streaming")
         )
 

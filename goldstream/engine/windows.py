@@ -3,7 +3,8 @@
 A window of size S sliding by L is split into panes of length L: pane p covers
 [p·L, (p+1)·L) and window k covers panes k … k+n-1 with n = S/L (tumbling: n = 1).
 State is kept per pane, never per (row, window), so a row is aggregated once whatever
-n is; windows are assembled from panes only when they close.
+n is; windows are assembled from panes only when they close. Session windows have no
+fixed panes: their rows are kept per event time and merged into sessions as they come.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ class Windows:
 
     @classmethod
     def from_spec(cls, spec: WindowSpec) -> Windows:
+        """A session's rows are kept per event time (panes of 1 µs, size the gap): its
+        bounds are its first and last event exactly (engine/sessions.py)."""
+        if spec.kind == "session":
+            return cls(to_us(spec.gap), 1)
         return cls(to_us(spec.size), to_us(spec.slide_value))
 
     @property

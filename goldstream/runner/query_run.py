@@ -63,6 +63,7 @@ class QueryRun:
             late_rows=self.late_base + self.stats.rows_late,
             start=None if self.start is None else self.start.version,
             snapshot=self.start is not None and self.start.snapshot,
+            low_watermark_us=self.engine.watermark_before_oldest(),
         )
 
     def process(self, batch: Batch, partials: pl.DataFrame, rows: pl.LazyFrame,

@@ -21,6 +21,7 @@ import polars as pl
 from goldstream.config import QuerySpec, Settings
 from goldstream.durations import to_us
 from goldstream.engine.clock import EventClock
+from goldstream.engine.sessions import windowed_operator
 from goldstream.engine.state import WindowedAggregation, commit_partials
 from goldstream.errors import SourceError
 from goldstream.observability import ProgressReporter
@@ -67,10 +68,11 @@ class Stream:
             sink = GoldSink(settings.gold_path(q), q, gold_schema(q, types), storage)
             offsets = sink.open(create=False, repair=not dry_run)
             skew = settings.max_event_time_skew(q)
-            engine = WindowedAggregation(q, input_schema=types,
-                                         keep_late_rows=q.late_sink is not None,
-                                         max_event_time_skew_us=None if skew is None else to_us(skew),
-                                         event_clock=EventClock.build(q, None if offsets is None else offsets.watermark_us))
+            clock = EventClock.build(q, None if offsets is None else offsets.watermark_us,
+                                     rebuild_watermark_us=None if offsets is None else offsets.low_watermark_us)
+            engine = windowed_operator(q, input_schema=types, keep_late_rows=q.late_sink is not None,
+                                       max_event_time_skew_us=None if skew is None else to_us(skew),
+                                       event_clock=clock)
             if offsets is not None:
                 _check_silver_reaches(source, q, offsets.version)
                 start = None if offsets.start is None else Start(offsets.start, offsets.snapshot)

@@ -20,7 +20,7 @@ from goldstream.config import QuerySpec
 from goldstream.durations import format_duration, to_us
 
 _DESCRIPTION_PREFIX = "goldstream query "
-_LABELS = {"window.size_us": "window size", "window.slide_us": "window slide", "window.kind": "window kind",
+_LABELS = {"window.size_us": "window size", "window.slide_us": "window slide", "window.kind": "window kind", "window.gap_us": "session gap",
            "watermark_delay_us": "watermark delay"}
 
 
@@ -29,18 +29,22 @@ def definition(query: QuerySpec) -> dict[str, Any]:
     return {
         "event_time": query.event_time,
         "keys": list(query.keys),
-        "window": {
-            "kind": query.window.kind,
-            "size_us": to_us(query.window.size),
-            "slide_us": to_us(query.window.slide_value),
-        },
+        "window": _window(query),
         "watermark_delay_us": to_us(query.watermark_delay),
         "aggregates": [a.model_dump(exclude_none=True) for a in query.aggregates],
+        **({"filter": query.filter} if query.filter is not None else {}),
         # which rows count depends on the skew bound too (only when set, so that the
         # fingerprint of a query without it does not change)
         **({"max_event_time_skew_us": to_us(query.max_event_time_skew)}
            if query.max_event_time_skew is not None else {}),
     }
+
+
+def _window(query: QuerySpec) -> dict[str, Any]:
+    w = query.window
+    if w.kind == "session":
+        return {"kind": w.kind, "gap_us": to_us(w.gap)}
+    return {"kind": w.kind, "size_us": to_us(w.size), "slide_us": to_us(w.slide_value)}
 
 
 def fingerprint(query: QuerySpec) -> int:

@@ -11,6 +11,8 @@ application id:
     <app>.lateRows      rows dropped as late so far (for status; counts survive restarts)
     <app>.start         the first Silver version the query read, as resolved when it started
     <app>.snapshot      1 if that version was read as the table's snapshot at it, else 0
+    <app>.lowWatermark  the watermark before version `low`, for queries whose rebuild replays
+                        the watermark from there (session windows); absent for the others
 
 A query's start is resolved once ('latest' moves, a timestamp or 'earliest' depends on
 what the log still holds) and recorded before any row is processed, so every later start
@@ -30,6 +32,7 @@ from deltalake import Transaction
 
 _FIELDS = ("watermark", "low", "fingerprint", "lateRows")
 _START_FIELDS = ("start", "snapshot")
+_LOW_WATERMARK = "lowWatermark"
 
 
 @dataclass(frozen=True)
@@ -41,11 +44,12 @@ class Offsets:
     late_rows: int = 0  # rows dropped by the watermark so far (for status; survives restarts)
     start: int | None = None  # first Silver version read (None: a table from before it was recorded)
     snapshot: bool = False  # `start` was read as the table's snapshot at it
+    low_watermark_us: int | None = None  # the watermark before `low_version`, if the query needs it
 
     @staticmethod
     def txn_ids(app_id: str) -> list[str]:
         """The application ids of the `txn`s that hold the offsets of `app_id`."""
-        return [app_id, *(f"{app_id}.{k}" for k in (*_FIELDS, *_START_FIELDS))]
+        return [app_id, *(f"{app_id}.{k}" for k in (*_FIELDS, *_START_FIELDS, _LOW_WATERMARK))]
 
     @classmethod
     def at_start(cls, start: int, snapshot: bool, watermark_us: int, fingerprint: int) -> Offsets:
@@ -57,6 +61,8 @@ class Offsets:
                   "fingerprint": self.fingerprint, "lateRows": self.late_rows}
         if self.start is not None:
             values |= {"start": self.start, "snapshot": int(self.snapshot)}
+        if self.low_watermark_us is not None:
+            values[_LOW_WATERMARK] = self.low_watermark_us
         return [Transaction(app_id + (f".{k}" if k else ""), v, now_ms) for k, v in values.items()]
 
     @classmethod
@@ -66,5 +72,7 @@ class Offsets:
             return None
         wm, low, fp, late = (dt.transaction_version(f"{app_id}.{k}") for k in _FIELDS)
         start, snapshot = (dt.transaction_version(f"{app_id}.{k}") for k in _START_FIELDS)
+        low_wm = dt.transaction_version(f"{app_id}.{_LOW_WATERMARK}")
         return cls(int(version), int(wm or 0), int(low if low is not None else version + 1), int(fp or 0),
-                   int(late or 0), None if start is None else int(start), bool(snapshot))
+                   int(late or 0), None if start is None else int(start), bool(snapshot),
+                   None if low_wm is None else int(low_wm))

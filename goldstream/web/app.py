@@ -76,12 +76,8 @@ class StatusApp:
 
 def definition(q: QuerySpec) -> dict[str, Any]:
     """A query's definition as a person reads it."""
-    w = q.window
-    window = f"{w.kind} {format_duration(w.size)}"
-    if w.kind == "sliding":
-        window += f" every {format_duration(w.slide_value)}"
     return {
-        "window": window,
+        "window": f"{q.window.kind} {q.window.extent}",
         "watermarkDelay": format_duration(q.watermark_delay),
         "eventTime": q.event_time,
         "keys": q.keys,
