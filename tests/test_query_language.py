@@ -54,6 +54,13 @@ def _config_error(tmp_path: Path, query_changes: dict[str, Any], aggregates: lis
      "aggregate 'c': count_if needs either a 'where' condition, or a 'column' with 'equals' or 'above'/'below'"),
     ({}, [{"name": "b", "fn": "max_by", "column": "callsign"}], "max_by"),
     ({}, [{"name": "d", "fn": "count_distinct"}], "aggregate 'd': fn = 'count_distinct' needs a 'column'"),
+    ({"window": {"kind": "session"}}, None,
+     "queries.0.window: a session window needs a gap, e.g. window = { kind = \"session\", gap = \"5m\" }"),
+    ({"window": {"kind": "session", "gap": "5m", "size": "10m"}}, None,
+     "queries.0.window: a session window has no size or slide"),
+    ({"window": {"kind": "session", "gap": "0s"}}, None, "a session gap must be positive whole milliseconds, got 0us"),
+    ({"window": {"kind": "tumbling", "size": "1m", "gap": "5m"}}, None,
+     "queries.0.window: a tumbling window has no gap; gap applies to kind = 'session'"),
 ])
 def test_configuration_errors_name_query_field_and_fix(tmp_path: Path, changes: dict[str, Any],
                                                        aggregates: list[dict[str, Any]] | None, expected: str) -> None:
