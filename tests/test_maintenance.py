@@ -119,6 +119,12 @@ def test_maintain_keeps_rows_and_offsets_and_a_restart_resumes(replayed: Path, t
         assert changes and all(c["dataChange"] is False for c in changes)
         assert (t / "_delta_log" / "_last_checkpoint").exists()
     assert {q: offsets(root / "gold" / q) for q in QUERIES} == gold_offsets
+    # status: the last Gold commit is the stream's, not maintenance's
+    from goldstream.report import status
+
+    for r in status(load_settings(cfg)):
+        last_ms = next(h["timestamp"] for h in DeltaTable(r["gold"]).history() if "goldstream.query" in h)
+        assert r["last_gold_commit"] == datetime.fromtimestamp(last_ms / 1000, timezone.utc).isoformat()
 
     # Log cleanup and vacuum at their shortest: the offsets live on in the checkpoint, and
     # the files compaction replaced are gone.

@@ -191,7 +191,11 @@ class QueryRun:
         time, which cost a pass over the state and a read of Gold's log."""
         last_commit_ms = None
         if detailed and self.sink.dt is not None and self.committed >= 0:
-            last_commit_ms = self.sink.dt.history(1)[0].get("timestamp")
+            # the last commit of the query's rows and offsets: maintenance commits after it are
+            # not the stream writing (a stalled query must not look alive)
+            recent = self.sink.dt.history(20)
+            last_commit_ms = next((h.get("timestamp") for h in recent if "goldstream.query" in h),
+                                  recent[0].get("timestamp"))
         return QueryStatus(
             name=self.query.name,
             app_id=self.query.resolved_app_id,
