@@ -19,6 +19,11 @@ and vacuum):
   restart of `run` or `replay` does with Gold before its first batch (median of 3);
 - `read_day_s`: Polars `scan_delta` of the table filtered on one day's `window_start`
   (the middle day), collected (median of 3).
+and, for both queries together, `first_batch_s`: `goldstream replay` from process start to
+exit, processing one new Silver commit on top of those Gold tables (once per stage). The
+Silver table has one commit per Gold commit (Gold records Silver version m as processed
+at minute m, nothing left to rebuild), all empty but the new one, and a checkpoint: its
+cost is the same at every stage, and only Gold's changes.
 """
 
 from __future__ import annotations
@@ -41,13 +46,13 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from goldstream.config import MaintenanceSpec, load_settings  # noqa: E402
-from goldstream.demo.synth import SILVER_SCHEMA  # noqa: E402
+from goldstream.demo.synth import SILVER_SCHEMA, empty_silver_frame, synth_commit_frames  # noqa: E402
 from goldstream.runner.upkeep import Table, Upkeep  # noqa: E402
 from goldstream.sink.committer import APP_ID, Committer  # noqa: E402
 from goldstream.sink.definition import description  # noqa: E402
@@ -55,6 +60,8 @@ from goldstream.sink.maintenance import Layout, TableMaintenance  # noqa: E402
 from goldstream.sink.offsets import Offsets  # noqa: E402
 from goldstream.sink.schema import gold_schema  # noqa: E402
 from goldstream.storage import Storage  # noqa: E402
+from testsupport.config import write_config  # noqa: E402
+from testsupport.silver import DeltaAppender  # noqa: E402
 
 START = datetime(2024, 6, 1, tzinfo=timezone.utc)
 COUNTRIES = [f"country-{i:02d}" for i in range(30)]
@@ -62,7 +69,7 @@ COUNTRIES = [f"country-{i:02d}" for i in range(30)]
 _OPEN = """
 import sys, time
 t0 = time.perf_counter()
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 from goldstream.sink.offsets import Offsets
 dt = DeltaTable(sys.argv[1])
 assert Offsets.from_table(dt, sys.argv[2]) is not None
@@ -97,7 +104,7 @@ def build_history(uri: Path, query: Any, schema: pa.Schema, days: int) -> None:
                  "maxValues": {"window_start": iso[0], "window_end": iso[1], "origin_country": COUNTRIES[-1]},
                  "nullCount": {"window_start": 0, "window_end": 0, "origin_country": 0}}
         now_ms = int(time.time() * 1000)
-        offsets = Offsets(minute * 6, 0, minute * 6 + 1, 0, start=0)
+        offsets = Offsets(minute, 0, minute + 1, 0, start=0)
         actions = [{"commitInfo": {"timestamp": now_ms, "operation": "WRITE",
                                    "operationParameters": {"mode": "Append"}, APP_ID: app}},
                    {"add": {"path": name, "partitionValues": {}, "size": (uri / name).stat().st_size,
@@ -108,6 +115,28 @@ def build_history(uri: Path, query: Any, schema: pa.Schema, days: int) -> None:
         staged.write_text("\n".join(json.dumps(a) for a in actions) + "\n")
         os.link(staged, uri / "_delta_log" / f"{minute + 1:020d}.json")
         staged.unlink()
+
+
+def build_silver(uri: Path, versions: int) -> None:
+    """Silver with `versions` versions: the first through delta-rs, the rest empty commits
+    (commitInfo only, as a writer that found nothing commits), then a checkpoint."""
+    write_deltalake(str(uri), empty_silver_frame().to_arrow())
+    for v in range(1, versions):
+        info = {"commitInfo": {"timestamp": int(time.time() * 1000), "operation": "WRITE",
+                               "operationParameters": {"mode": "Append"}}}
+        (uri / "_delta_log" / f"{v:020d}.json").write_text(json.dumps(info) + "\n")
+    DeltaTable(str(uri)).create_checkpoint()
+
+
+def first_batch(config: Path, silver: Path, seed: int) -> float:
+    """Seconds from the start of `goldstream replay` to its exit, one new Silver commit to process."""
+    frame = next(synth_commit_frames(1, 500, seed=seed, start=START))
+    version = DeltaAppender(silver).append(frame)
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "goldstream", "replay", "--config", str(config), "--to-version",
+                    str(version)], check=True, capture_output=True, cwd=ROOT,
+                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return round(time.perf_counter() - t0, 2)
 
 
 def measure(uri: Path, app: str, day: datetime) -> dict[str, Any]:
@@ -156,21 +185,33 @@ def main() -> None:
     types = dict(pl.Schema(SILVER_SCHEMA))
     day = START + timedelta(days=args.days // 2)
     results: dict[str, Any] = {"days": args.days, "commits_per_query": args.days * 1440, "tables": {}}
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    args.workdir.mkdir(parents=True)
     for query in settings.queries:
-        uri = args.workdir / query.name
-        shutil.rmtree(uri, ignore_errors=True)
+        uri = args.workdir / "gold" / query.name
         uri.mkdir(parents=True)
         t0 = time.perf_counter()
         build_history(uri, query, gold_schema(query, types), args.days)
         print(f"{query.name}: {args.days * 1440} commits written in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
-        app = query.resolved_app_id
-        stages = {"history": measure(uri, app, day)}
-        DeltaTable(str(uri)).create_checkpoint()
-        stages["checkpoint"] = measure(uri, app, day)
-        stages["maintenance_s"] = round(maintain(uri, query, storage), 1)
-        stages["maintained"] = measure(uri, app, day)
-        results["tables"][query.name] = stages
-        print(json.dumps({query.name: stages}), file=sys.stderr)
+    silver = args.workdir / "silver"
+    build_silver(silver, args.days * 1440)
+    config = write_config(args.workdir / "config.toml", silver, args.workdir / "gold")
+    stages = ("history", "checkpoint", "maintained")
+    results["first_batch_s"] = {}
+    for n, stage in enumerate(stages):
+        if stage == "checkpoint":
+            for query in settings.queries:
+                DeltaTable(str(args.workdir / "gold" / query.name)).create_checkpoint()
+        if stage == "maintained":
+            for query in settings.queries:
+                seconds = maintain(args.workdir / "gold" / query.name, query, storage)
+                results["tables"][query.name]["maintenance_s"] = round(seconds, 1)
+        for query in settings.queries:
+            measured = measure(args.workdir / "gold" / query.name, query.resolved_app_id, day)
+            results["tables"].setdefault(query.name, {})[stage] = measured
+        results["first_batch_s"][stage] = first_batch(config, silver, seed=n)
+        print(json.dumps({stage: {q: results["tables"][q][stage] for q in results["tables"]},
+                          "first_batch_s": results["first_batch_s"][stage]}), file=sys.stderr)
     text = json.dumps(results, indent=2)
     if args.out:
         args.out.write_text(text + "\n")

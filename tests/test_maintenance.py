@@ -213,7 +213,7 @@ def test_kill_9_during_maintain_loses_and_duplicates_nothing(replayed: Path, tmp
     root, cfg = copy_of(replayed, tmp_path)
     owned = [root / "gold" / q for q in QUERIES] + [root / "late"]
     before = {t: rows(t) for t in owned}
-    for n, marker in enumerate(("bins of small files to compact", "into one;", "maintenance round done")):
+    for n, marker in enumerate(("bins of small files to compact", "bins left", "maintenance round done")):
         proc = Proc(["maintain", "--config", str(cfg)], tmp_path / "logs", f"maintain-{n}")
         wait_until(lambda: marker in proc.stdout(), marker, proc, interval=0.005)
         proc.kill()

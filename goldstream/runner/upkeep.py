@@ -46,6 +46,10 @@ class Table:
     def key(self) -> tuple[str, str]:
         return self.query, self.kind
 
+    @property
+    def labels(self) -> dict[str, str]:
+        return {"query": self.query, "table": self.kind}
+
 
 def tables(query: QuerySpec, gold: GoldSink, late: LateSink | None, storage: Storage, fenced: bool) -> list[Table]:
     """The tables of one query (a late table once it holds rows). `fenced`: each slice first checks that the
@@ -146,11 +150,10 @@ class Upkeep:
     # -- slices ---------------------------------------------------------------------------
 
     def _compact(self, table: Table, pending: _Pending) -> None:
-        """One bin of the table; once none is left, its log work, and the table is done."""
+        """One bin of the table (planned at its first slice of the round); once none is
+        left, its log work, and the table is done for this round."""
         m, report = table.maintenance, pending.report
         self.reports[table.key] = report
-        labels = {"query": table.query, "table": table.kind}
-        t0 = time.perf_counter()
         if pending.bins is None:
             files = m.files()
             pending.bins = m.plan(files, self.spec.target_file_size)
@@ -158,24 +161,36 @@ class Upkeep:
             if pending.bins:
                 log.info("%s: %d data files, %d bins of small files to compact", m.what, len(files), len(pending.bins))
         if pending.bins:
-            work = pending.bins.pop(0)
-            done = m.compact(work, self.dry_run)
-            if done.committed or self.dry_run:
-                report.compacted += done.files_before
-                report.bytes_rewritten += done.bytes_rewritten
-                self.metrics.bytes_rewritten.labels(**labels).inc(0 if self.dry_run else done.bytes_rewritten)
-                log.info("%s: %s %d files of %s (%d bytes) into one; %d bins left", m.what,
-                         "would compact" if self.dry_run else "compacted", done.files_before,
-                         work.day or "unknown days", done.bytes_rewritten, len(pending.bins))
-            else:
-                report.gave_up = True
-                pending.bins = []
-            self.metrics.maintenance_duration.labels(**labels, action="compact").observe(time.perf_counter() - t0)
-            return
-        self._compacting.pop(0)
+            self._compact_bin(table, pending.bins, report)
+        else:
+            self._compacting.pop(0)
+            self._finish(table, report)
+
+    def _compact_bin(self, table: Table, bins: list[Bin], report: Report) -> None:
+        m, labels = table.maintenance, table.labels
+        t0 = time.perf_counter()
+        work = bins.pop(0)
+        done = m.compact(work, self.spec.target_file_size, self.dry_run)
+        if done.committed or self.dry_run:
+            report.compacted += done.files_before
+            report.bytes_rewritten += done.bytes_rewritten
+            if not self.dry_run:
+                self.metrics.bytes_rewritten.labels(**labels).inc(done.bytes_rewritten)
+            log.info("%s: %s %d files of %s (%d bytes) into %d; %d bins left", m.what,
+                     "would compact" if self.dry_run else "compacted", done.files_before,
+                     work.day or "unknown days", done.bytes_rewritten, done.files_after, len(bins))
+        else:  # lost a race: the next round plans afresh
+            report.gave_up = True
+            bins.clear()
+        self.metrics.maintenance_duration.labels(**labels, action="compact").observe(time.perf_counter() - t0)
+
+    def _finish(self, table: Table, report: Report) -> None:
+        """The table's log work after its compaction, and its files before and after."""
+        m, labels = table.maintenance, table.labels
+        t0 = time.perf_counter()
         if not self.dry_run:
             self._tidy_log(table)
-        report.files_after = len(m.files()) if not self.dry_run else report.files_before
+        report.files_after = report.files_before if self.dry_run else len(m.files())
         self.metrics.table_files.labels(**labels, when="before").set(report.files_before or 0)
         self.metrics.table_files.labels(**labels, when="after").set(report.files_after or 0)
         self.metrics.maintenance_duration.labels(**labels, action="log").observe(time.perf_counter() - t0)
@@ -199,10 +214,9 @@ class Upkeep:
         except CommitFailedError as err:
             log.info("%s: vacuum given up (%s); the next round does it", m.what, err)
             return
-        labels = {"query": table.query, "table": table.kind}
         if not self.dry_run:
-            self.metrics.files_vacuumed.labels(**labels).inc(len(report.vacuumed))
-        self.metrics.maintenance_duration.labels(**labels, action="vacuum").observe(time.perf_counter() - t0)
+            self.metrics.files_vacuumed.labels(**table.labels).inc(len(report.vacuumed))
+        self.metrics.maintenance_duration.labels(**table.labels, action="vacuum").observe(time.perf_counter() - t0)
         log.info("%s: vacuum %s %d files older than %s", m.what, "would delete" if self.dry_run else "deleted",
                  len(report.vacuumed), format_duration(self.spec.retention))
 

@@ -140,8 +140,9 @@ class TableMaintenance:
             bins.append(Bin(day, tuple(current)))
         return [b for b in bins if len(b.files) > 1]
 
-    def compact(self, work: Bin, dry_run: bool = False) -> Compaction:
-        """Rewrite the files of `work` as one, sorted; commit the swap (see module doc)."""
+    def compact(self, work: Bin, target_file_size: int, dry_run: bool = False) -> Compaction:
+        """Rewrite the files of `work` as one (more if larger than `target_file_size`),
+        sorted; commit the swap (see module doc)."""
         if dry_run:
             return Compaction(len(work.files), 1, work.size, committed=False)
         dt = self._table()
@@ -150,24 +151,28 @@ class TableMaintenance:
         rows = pa.concat_tables([_conform(pq.read_table(fs_path(join(self.committer.uri, f.path)), filesystem=fs),
                                           schema) for f in work.files])
         rows = rows.sort_by([(c, "ascending", "at_start") for c in self.layout.sort_columns if c in schema.names])
-        add = self._upload(rows)
+        adds = self._upload(rows, target_file_size)
         now_ms = int(time.time() * 1000)
         removes = [RemoveAction(f.path, False, now_ms, f.size) for f in work.files]
-        committed = self.committer.rewrite([add], removes, {MAINTENANCE: "compact"}, self.fence())
-        return Compaction(len(work.files), 1, work.size, committed)
+        committed = self.committer.rewrite(adds, removes, {MAINTENANCE: "compact"}, self.fence())
+        return Compaction(len(work.files), len(adds), work.size, committed)
 
-    def _upload(self, rows: pa.Table) -> AddAction:
-        """Write `rows` as one Parquet file into the table's directory, with the statistics
-        delta-rs writes for every other file (it writes the file, into a scratch table)."""
+    def _upload(self, rows: pa.Table, target_file_size: int) -> list[AddAction]:
+        """Write `rows` into the table's directory as Parquet files of about
+        `target_file_size`, with the statistics delta-rs writes for every other file:
+        delta-rs writes them into a local scratch table, and they are copied over."""
+        fs = self.storage.filesystem(self.committer.uri)
+        adds = []
         with tempfile.TemporaryDirectory(prefix="goldstream-compact-") as scratch:
-            write_deltalake(scratch, rows, mode="error")
-            (first,) = [json.loads(line) for line in (Path(scratch) / "_delta_log" / f"{0:020d}.json").open()
-                        if line.startswith('{"add"')]
-            add = first["add"]
-            name = f"part-{uuid.uuid4()}-compacted.snappy.parquet"
-            fs = self.storage.filesystem(self.committer.uri)
-            fs.put_file(str(Path(scratch) / add["path"]), fs_path(join(self.committer.uri, name)))
-        return AddAction(name, int(add["size"]), {}, int(time.time() * 1000), False, add["stats"])
+            write_deltalake(scratch, rows, mode="error", target_file_size=target_file_size)
+            for line in (Path(scratch) / "_delta_log" / f"{0:020d}.json").open():
+                if not line.startswith('{"add"'):
+                    continue
+                add = json.loads(line)["add"]
+                name = f"part-{uuid.uuid4()}-compacted.snappy.parquet"
+                fs.put_file(str(Path(scratch) / add["path"]), fs_path(join(self.committer.uri, name)))
+                adds.append(AddAction(name, int(add["size"]), {}, int(time.time() * 1000), False, add["stats"]))
+        return adds
 
     # -- the log --------------------------------------------------------------------------
 
