@@ -13,9 +13,10 @@ from typing import Any
 import polars as pl
 import pytest
 
-from goldstream.config import load_settings
+from goldstream.config import QuerySpec, load_settings
 from goldstream.errors import ConfigError
 from goldstream.functions.condition import Condition
+from goldstream.sink.definition import changes, definition, fingerprint
 from silver_cases import cli, frames, summary
 from testsupport.config import example_doc, seed_query_list, write_config
 from testsupport.silver import append_commits
@@ -130,3 +131,18 @@ NAN = math.nan
 def test_conditions_follow_spark_null_and_nan_rules(text: str, expected: list[bool | None]) -> None:
     rows = pl.DataFrame({"x": [5.0, 1.0, None, NAN], "b": [True, True, True, True]})
     assert rows.select(Condition.parse(text).expr())[:, 0].to_list() == expected
+
+
+def test_a_changed_filter_or_window_kind_is_a_changed_definition() -> None:
+    """Gold written under one filter (or window) must not be continued under another; a query
+    without a filter keeps the fingerprint it had before filters existed."""
+    stats = seed_query_list()[0]
+    plain = QuerySpec.model_validate(stats)
+    filtered = QuerySpec.model_validate({**stats, "filter": "on_ground = false"})
+    sessions = QuerySpec.model_validate({**stats, "window": {"kind": "session", "gap": "5m"}})
+    assert "filter" not in definition(plain)
+    assert changes(definition(plain), definition(filtered)) == ['filter: Gold has null, config has "on_ground = false"']
+    assert changes(definition(plain), definition(sessions)) == [
+        "session gap: Gold has null, config has 5m", 'window kind: Gold has "tumbling", config has "session"',
+        "window size: Gold has 1m, config has null", "window slide: Gold has 1m, config has null"]
+    assert len({fingerprint(q) for q in (plain, filtered, sessions)}) == 3
