@@ -94,12 +94,9 @@ class SessionAggregation(WindowedAggregation):
             combined = pl.concat([touched, new], how="vertical_relaxed")
         else:
             combined = pl.concat([self.state, new], how="vertical_relaxed")
-        end = pl.col(_LAST) + self.gap_us
-        earlier_end = self._per_key(end.cum_max().shift(1))
-        opens = earlier_end.is_null() | (pl.col(_START) > earlier_end)
+        ordered = combined.sort([*self.keys, _START], nulls_last=False)
         merged = (
-            combined.sort([*self.keys, _START], nulls_last=False)
-            .with_columns(self._per_key(opens.cum_sum()).alias(_SESSION))
+            ordered.with_columns(self._opens(ordered).cum_sum().alias(_SESSION))
             .group_by([*self.keys, _SESSION])
             .agg(pl.col(_START).min(), pl.col(_LAST).max(), *self.aggs.merge(),
                  pl.col(_MINVER).min(), pl.col(_WM0).min())
@@ -109,8 +106,21 @@ class SessionAggregation(WindowedAggregation):
         merged = merged.cast(combined.schema)
         self.state = merged if kept is None else pl.concat([kept, merged], how="vertical_relaxed")
 
-    def _per_key(self, expr: pl.Expr) -> pl.Expr:
-        return expr.over(self.keys) if self.keys else expr
+    def _opens(self, ordered: pl.DataFrame) -> pl.Series:
+        """Which rows (sorted by key, then start) open a session: the first of their key, or
+        one starting after every earlier end of their key. A running max per key, computed
+        as one global running max (a per-key window over thousands of keys is slow): start
+        and end times are replaced by their dense rank among all of them (same order, small
+        numbers), and the key's ordinal times R is added, so that every key's values lie
+        above all earlier keys' and the running max never carries over from one key to the
+        next."""
+        n = ordered.height
+        times = pl.concat([ordered[_START], ordered[_LAST] + self.gap_us]).rank("dense").cast(pl.Int64)
+        spread = int(times.max()) + 1  # type: ignore[arg-type]
+        key = ordered.select(pl.struct(self.keys).rle_id()).to_series().cast(pl.Int64) * spread if self.keys \
+            else pl.zeros(n, pl.Int64, eager=True)
+        start, end = key + times[:n], key + times[n:]
+        return (start > end.cum_max().shift(1)).fill_null(True)
 
     def _close(self, wm_from: int, wm_to: int) -> pl.DataFrame:
         """Emit the sessions whose end is at or before `wm_to`, and free their state."""
