@@ -1,4 +1,4 @@
-"""The `goldstream` command: run, replay, status, show, copy-gold, validate-config, healthcheck, generate-silver, demo."""
+"""The `goldstream` command: run, replay, status, show, copy-gold, validate-config, healthcheck, generate-silver, demo, export."""
 
 from __future__ import annotations
 
@@ -429,6 +429,33 @@ def demo(
                        duration_s=duration, max_commits=max_commits, cache_dir=cache_dir,
                        live=None if plain is None else not plain)
     raise typer.Exit(_guarded(lambda: run_demo(opts)) or 0)
+
+
+export_app = typer.Typer(no_args_is_help=True, help="Write the configured queries as a job for another engine.")
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("spark")
+def export_spark(
+    config: ConfigOpt,
+    out: Annotated[Optional[Path], typer.Option("--out", help="write the job to this file (default: stdout)")] = None,
+    approx_distinct: Annotated[bool, typer.Option("--approx-distinct", help="export distinct counts as Spark's "
+                                                  "approx_count_distinct (Spark streams have no exact one)")] = False,
+) -> None:
+    """Write a self-contained PySpark Structured Streaming job computing the same Gold tables."""
+    from goldstream.export import export_spark as export
+
+    def go() -> None:
+        job, notes = export(_load_settings(config), str(config), approximate=approx_distinct)
+        for note in notes:
+            typer.echo(f"note: {note}", err=True)
+        if out is None:
+            typer.echo(job, nl=False)
+        else:
+            out.write_text(job)
+            typer.echo(f"wrote the Spark job for {config} to {out}", err=True)
+
+    _guarded(go)
 
 
 def _print_summary(rows: list[dict[str, Any]], as_json: bool) -> None:

@@ -1,0 +1,223 @@
+"""`goldstream export spark`: the exported job computes goldstream's Gold on Spark.
+
+Every conformance case runs through the job exported from config.example.toml on local
+Spark (--io deltalake, available-now) and must give the rows Spark's own run gave, as
+goldstream's conformance test compares them. One Spark session (one JVM) serves every
+case: the job file is imported and its queries started side by side, one session view
+per case (query names are unique per session); one `python job.py` run on a small,
+partitioned Silver proves the command line. Also: the Delta connector's absence, the
+refusals, replays that must not duplicate Gold, and the committed example job.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import polars as pl
+import pytest
+from deltalake import DeltaTable
+
+from conformance_cases import conformance_cases
+from gold_compare import assert_gold_equal
+from goldstream.config import load_settings
+from goldstream.demo.synth import synth_commit_frames
+from goldstream.export import ExportRefused, export_spark
+from goldstream.functions.aggregate import Avg
+from goldstream.functions.base import SparkForm
+from testsupport import ROOT
+from testsupport.config import EXAMPLE_CONFIG, seed_query_list, write_config
+from testsupport.gold import read_gold
+from testsupport.process import goldstream
+from testsupport.silver import append_commits
+
+CASES = conformance_cases()
+EXAMPLE_JOB = ROOT / "examples" / "spark_job.py"
+SPARK_CONF = ["--master", "local[2]", "--conf", "spark.sql.shuffle.partitions=2", "--conf", "spark.ui.enabled=false",
+              "--conf", "spark.ui.showConsoleProgress=false"]
+
+
+def example_job() -> str:
+    return export_spark(load_settings(EXAMPLE_CONFIG), "config.example.toml")[0]
+
+
+def job_args(silver: Path, out: Path, *extra: str) -> list[str]:
+    return ["--silver", str(silver), "--gold-root", str(out / "gold"), "--checkpoint-root", str(out / "checkpoints"),
+            *extra]
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory: pytest.TempPathFactory) -> types.ModuleType:
+    """The job exported from config.example.toml, imported as a module. Its classes are
+    pickled by value, as when it runs as a script, so Spark's Python workers need no import."""
+    from pyspark import cloudpickle
+
+    path = tmp_path_factory.mktemp("job") / "spark_job_example.py"
+    path.write_text(example_job())
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    cloudpickle.register_pickle_by_value(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def spark(job: types.ModuleType):  # type: ignore[no-untyped-def]
+    """The one local Spark for this module, made the way `python job.py` makes its own."""
+    if shutil.which("java") is None:
+        pytest.fail("Spark needs Java 17 and there is no `java` on PATH: install it (Debian/Ubuntu: "
+                    "apt-get install openjdk-17-jre-headless; .ci/run does) or put a JDK 17's bin/ on PATH")
+    session = job.spark_session(job.parse_args(job_args(Path("unused"), Path("unused"), *SPARK_CONF)))
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+def case_view(spark, job: types.ModuleType):  # type: ignore[no-untyped-def]
+    """A session of its own on the shared Spark, set as the job sets its session."""
+    view = spark.newSession()
+    view.conf.set("spark.sql.shuffle.partitions", "2")
+    view.conf.set("spark.sql.session.timeZone", "UTC")
+    return view
+
+
+@pytest.fixture(scope="module")
+def spark_gold(spark, job: types.ModuleType, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every case run through the job at once, available-now: case name -> its output root."""
+    roots, started = {}, []
+    for case in CASES:
+        roots[case.name] = tmp_path_factory.mktemp(case.name)
+        args = job.parse_args(job_args(case / "silver", roots[case.name], "--io", "deltalake",
+                                       "--trigger", "available-now"))
+        started += job.start(case_view(spark, job), args)
+    for query in started:
+        query.awaitTermination()
+    return roots
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_job_equals_spark_conformance(case: Path, spark_gold: dict[str, Path], job: types.ModuleType) -> None:
+    meta = json.loads((case / "case.json").read_text())
+    for query in job.QUERIES:
+        actual = read_gold(spark_gold[case.name] / "gold" / query)
+        assert actual.height == meta["expected_rows"][query]
+        assert_gold_equal(actual, pl.read_parquet(case / "expected" / f"{query}.parquet"))
+
+
+def test_replayed_batches_leave_gold_unchanged(spark, job: types.ModuleType, spark_gold: dict[str, Path]) -> None:
+    """Spark replays a batch whose end it did not record (a crash before its commit log
+    entry): the replay finds its batch id in Gold's txn and writes nothing again; a run
+    with nothing new adds nothing either."""
+    case = min(CASES, key=lambda c: json.loads((c / "case.json").read_text())["silver_versions"])
+    root = spark_gold[case.name]
+    before = {q: read_gold(root / "gold" / q) for q in job.QUERIES}
+    for query in job.QUERIES:
+        last_written = DeltaTable(str(root / "gold" / query)).transaction_version(job.APP_IDS[query])
+        checkpoint = root / "checkpoints" / query
+        (checkpoint / "commits" / str(last_written)).unlink()  # it ran, its end was not recorded
+        for log in ("offsets", "commits"):
+            for batch in (checkpoint / log).iterdir():
+                if batch.name.isdigit() and int(batch.name) > last_written:
+                    batch.unlink()
+    args = job.parse_args(job_args(case / "silver", root, "--io", "deltalake", "--trigger", "available-now"))
+    job.run(case_view(spark, job), args)
+    job.run(case_view(spark, job), args)
+    for query, rows in before.items():
+        assert_gold_equal(read_gold(root / "gold" / query), rows)
+
+
+def test_gold_writer_skips_a_batch_gold_recorded(spark, job: types.ModuleType, tmp_path: Path) -> None:
+    gold = tmp_path / "gold"
+    writer = job.GoldWriter(str(gold), "app")
+    batch = spark.createDataFrame([(1, "a"), (2, "b")], "n long, key string")
+    writer(batch, 0)
+    writer(batch, 1)
+    writer(batch, 1)  # replayed
+    writer(batch, 0)  # replayed, older
+    assert read_gold(gold).height == 4
+
+
+def test_missing_delta_connector_says_how_to_add_it(spark, job: types.ModuleType, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    case = CASES[0]
+    assert job.main(job_args(case / "silver", tmp_path, "--io", "delta"), spark=case_view(spark, job)) == 2
+    err = capsys.readouterr().err
+    assert "Delta connector" in err and "--packages io.delta:delta-spark_2.13:" in err and "--io deltalake" in err
+    assert not (tmp_path / "gold").exists() and not (tmp_path / "checkpoints").exists()
+
+
+def test_job_command_line_on_partitioned_silver(tmp_path: Path) -> None:
+    """`python job.py` makes its own Spark and reads a Silver partitioned by a column whose
+    values need URI encoding (taken from the log, not the files): its Gold is goldstream's."""
+    if shutil.which("java") is None:
+        pytest.fail("Spark needs Java 17: install it (apt-get install openjdk-17-jre-headless)")
+    silver = tmp_path / "silver"
+    append_commits(silver, synth_commit_frames(12, 60, seed=3, commit_interval_s=90.0),
+                   partition_by=["origin_country"])
+    assert "%20" in (silver / "_delta_log" / f"{0:020d}.json").read_text()  # e.g. United%20Kingdom
+    job_file = tmp_path / "job.py"
+    goldstream("export", "spark", "--config", str(EXAMPLE_CONFIG), "--out", str(job_file))
+    out = tmp_path / "spark"
+    proc = subprocess.run([sys.executable, str(job_file), *job_args(silver, out, "--io", "deltalake", "--trigger",
+                                                                    "available-now", *SPARK_CONF)],
+                          capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    config = write_config(tmp_path / "goldstream.toml", silver, tmp_path / "goldstream")
+    goldstream("replay", "--config", str(config))
+    for query in ("country_stats", "country_anomalies"):
+        expected = read_gold(tmp_path / "goldstream" / query)
+        assert expected.height > 0
+        assert_gold_equal(read_gold(out / "gold" / query), expected)
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"late_sink": "LATE"}, "late_sink"),
+    ({"idle_timeout": "5m"}, "idle_timeout"),
+    ({"max_event_time_skew": "1h"}, "max_event_time_skew"),
+])
+def test_goldstream_only_options_are_refused(tmp_path: Path, change: dict[str, str], field: str) -> None:
+    value = {k: str(tmp_path / v) if k == "late_sink" else v for k, v in change.items()}
+    config = write_config(tmp_path / "c.toml", queries=seed_query_list(country_anomalies=value))
+    proc = goldstream("export", "spark", "--config", str(config), "--out", str(tmp_path / "job.py"), check=False)
+    assert proc.returncode == 2
+    assert f"query 'country_anomalies', field {field}:" in proc.stderr
+    assert "country_stats" not in proc.stderr and not (tmp_path / "job.py").exists()
+
+
+def test_source_skew_bound_is_refused_for_every_query(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "c.toml", max_event_time_skew="1h")
+    with pytest.raises(ExportRefused, match=r"query 'country_stats', field \[source\] max_event_time_skew: .*"
+                                            r"Spark lets every row move it"):
+        export_spark(load_settings(config), "c.toml")
+
+
+def test_an_aggregate_without_spark_form_is_refused_and_a_difference_noted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each function answers for its own Spark form: the export asks, never a table of its own."""
+    monkeypatch.setattr(Avg, "spark_streaming", lambda self, approximate=False: SparkForm.refused("no way"))
+    with pytest.raises(ExportRefused, match=r"query 'country_stats', aggregate 'avg_altitude' \(fn = 'avg'\): no way"):
+        export_spark(load_settings(EXAMPLE_CONFIG), "config.example.toml")
+    monkeypatch.setattr(Avg, "spark_streaming", lambda self, approximate=False:
+                        SparkForm(self.spark_sql(), difference="approximate" if approximate else "different"))
+    job, notes = export_spark(load_settings(EXAMPLE_CONFIG), "config.example.toml", approximate=True)
+    assert "query 'country_stats', aggregate 'avg_altitude' (fn = 'avg'): approximate" in notes
+    assert all(f"# - {note}\n" in job.split('"""', 2)[2].split("\nimport ")[0] for note in notes)
+
+
+def test_cli_prints_notes_on_stderr(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "c.toml", max_rows_per_batch=1000)
+    proc = goldstream("export", "spark", "--config", str(config))
+    assert proc.stdout.startswith('"""goldstream queries country_stats, country_anomalies')
+    assert "note: [source] max_rows_per_batch = 1000: the Delta source has no such limit" in proc.stderr
+    assert "# - [source] max_rows_per_batch = 1000" in proc.stdout
+
+
+def test_committed_example_job_is_current() -> None:
+    assert EXAMPLE_JOB.read_text() == example_job(), (
+        "examples/spark_job.py is stale: regenerate it with "
+        "`goldstream export spark --config config.example.toml --out examples/spark_job.py`")
