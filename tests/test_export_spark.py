@@ -16,6 +16,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -89,13 +90,19 @@ def case_view(spark, job: types.ModuleType):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def spark_gold(spark, job: types.ModuleType, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Every case run through the job at once, available-now: case name -> its output root."""
+    """Every case run through the job at once, available-now: case name -> its output root.
+    Queries are started one at a time: each starts a Python process for its Silver reader,
+    which Spark allows 10 s to connect back, too little for several at once on a busy machine."""
     roots, started = {}, []
     for case in CASES:
         roots[case.name] = tmp_path_factory.mktemp(case.name)
         args = job.parse_args(job_args(case / "silver", roots[case.name], "--io", "deltalake",
                                        "--trigger", "available-now"))
-        started += job.start(case_view(spark, job), args)
+        view = case_view(spark, job)
+        for name, build in job.QUERIES.items():
+            started.append(job.start_query(build(job.read_silver(view, args)), name, args))
+            while started[-1].isActive and started[-1].lastProgress is None:
+                time.sleep(0.1)
     for query in started:
         query.awaitTermination()
     return roots
