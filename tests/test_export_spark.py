@@ -29,10 +29,8 @@ from gold_compare import assert_gold_equal
 from goldstream.config import load_settings
 from goldstream.demo.synth import synth_commit_frames
 from goldstream.export import ExportRefused, export_spark
-from goldstream.functions.aggregate import Avg
-from goldstream.functions.base import SparkForm
 from testsupport import ROOT
-from testsupport.config import EXAMPLE_CONFIG, seed_query_list, write_config
+from testsupport.config import EXAMPLE_CONFIG, seed_queries, seed_query_list, write_config
 from testsupport.gold import read_gold
 from testsupport.process import goldstream
 from testsupport.silver import append_commits
@@ -204,16 +202,44 @@ def test_source_skew_bound_is_refused_for_every_query(tmp_path: Path) -> None:
         export_spark(load_settings(config), "c.toml")
 
 
-def test_an_aggregate_without_spark_form_is_refused_and_a_difference_noted(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each function answers for its own Spark form: the export asks, never a table of its own."""
-    monkeypatch.setattr(Avg, "spark_streaming", lambda self, approximate=False: SparkForm.refused("no way"))
-    with pytest.raises(ExportRefused, match=r"query 'country_stats', aggregate 'avg_altitude' \(fn = 'avg'\): no way"):
-        export_spark(load_settings(EXAMPLE_CONFIG), "config.example.toml")
-    monkeypatch.setattr(Avg, "spark_streaming", lambda self, approximate=False:
-                        SparkForm(self.spark_sql(), difference="approximate" if approximate else "different"))
-    job, notes = export_spark(load_settings(EXAMPLE_CONFIG), "config.example.toml", approximate=True)
-    assert "query 'country_stats', aggregate 'avg_altitude' (fn = 'avg'): approximate" in notes
-    assert all(f"# - {note}\n" in job.split('"""', 2)[2].split("\nimport ")[0] for note in notes)
+def test_an_aggregate_without_spark_form_is_refused_or_approximated_on_request(tmp_path: Path) -> None:
+    """Each function answers for its own Spark form: Spark streams have no exact distinct
+    count, so the export refuses it unless --approx-distinct, and then says so."""
+    distinct = {"name": "countries", "fn": "count_distinct", "column": "origin_country"}
+    config = write_config(tmp_path / "c.toml", queries=seed_query_list(
+        country_stats={"aggregates": [*seed_queries()["country_stats"]["aggregates"], distinct]}))
+    proc = goldstream("export", "spark", "--config", str(config), check=False)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert ("query 'country_stats', aggregate 'countries' (fn = 'count_distinct'): Spark Structured Streaming does "
+            "not support count(DISTINCT ...)") in proc.stderr
+    assert "--approx-distinct exports approx_count_distinct(`origin_country`)" in proc.stderr
+    proc = goldstream("export", "spark", "--config", str(config), "--approx-distinct")
+    assert 'F.expr("approx_count_distinct(`origin_country`)").alias("countries")' in proc.stdout
+    note = "query 'country_stats', aggregate 'countries' (fn = 'count_distinct'): "
+    assert f"note: {note}" in proc.stderr and f"# - {note}" in proc.stdout.split("\nimport ")[0]
+
+
+def test_a_declared_difference_is_noted(tmp_path: Path) -> None:
+    fastest = {"name": "fastest_altitude", "fn": "max_by", "column": "altitude_meters", "by": "velocity_kmh"}
+    config = write_config(tmp_path / "c.toml", queries=seed_query_list(
+        country_stats={"aggregates": [*seed_queries()["country_stats"]["aggregates"], fastest]}))
+    job, notes = export_spark(load_settings(config), "c.toml")
+    assert notes == ["query 'country_stats', aggregate 'fastest_altitude' (fn = 'max_by'): among rows sharing the "
+                     "extreme `by`, Spark's pick depends on the order rows reach it; goldstream takes the greatest "
+                     "(max_by) or least (min_by) value"]
+    assert 'F.expr("max_by(`altitude_meters`, `velocity_kmh`)").alias("fastest_altitude")' in job
+
+
+def test_filters_run_before_the_watermark(tmp_path: Path) -> None:
+    """A query's filter and an aggregate's where are Spark SQL already: the job uses them as
+    written, the filter before withWatermark (rows failing it move no watermark)."""
+    config = write_config(tmp_path / "c.toml", queries=seed_query_list(country_stats={
+        "filter": "on_ground = false AND callsign IS NOT NULL",
+        "aggregates": [{"name": "n", "fn": "count", "where": "velocity_kmh > 100"}]}))
+    job = export_spark(load_settings(config), "c.toml")[0]
+    assert 'silver.where("on_ground = false AND callsign IS NOT NULL").withWatermark("event_timestamp"' in job
+    assert 'F.expr("count(*) FILTER (WHERE velocity_kmh > 100)").alias("n")' in job
+    assert '"callsign"' in job.split("SILVER_COLUMNS = ")[1].splitlines()[0]
 
 
 def test_cli_prints_notes_on_stderr(tmp_path: Path) -> None:

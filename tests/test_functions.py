@@ -1,8 +1,7 @@
 """The contract of every registered function, checked for each one, so that a function
 cannot be added half-way: its state fields are the ones it declares (after update and
 after merge), merging in parts gives what one pass gives, its finalized column has the
-Gold type it declares for every Silver type it accepts, and it has a Spark SQL form
-and a Spark streaming form (or says why Spark streams have none).
+Gold type it declares for every Silver type it accepts, and it has a Spark SQL form.
 
 A new function needs an entry in EXAMPLES below; the registry check fails until it has one.
 """
@@ -124,15 +123,6 @@ def _refuses_spark(function: Function) -> bool:
     except NoSparkEquivalent:
         return True
     return False
-
-
-@pytest.mark.parametrize(("fn", "args"), CASES)
-@pytest.mark.parametrize("approximate", [False, True])
-def test_answers_for_its_spark_streaming_form(fn: str, args: dict[str, Any], approximate: bool) -> None:
-    """`goldstream export spark` asks each function: an expression, or why there is none."""
-    form = _function(fn, args).spark_streaming(approximate)
-    assert (form.sql is None) == bool(form.refusal)
-    assert form.sql is None or form.sql.strip()
 
 
 @pytest.mark.parametrize(("fn", "args", "delta_type"), _aggregate_cases())

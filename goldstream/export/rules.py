@@ -1,11 +1,12 @@
 """What a goldstream configuration may carry into a Spark job.
 
 Spark must compute the same Gold rows, never a silent approximation: a goldstream-only
-option, or an aggregate Spark cannot compute in a streaming aggregation, stops the export
-with a message naming the query, the field and why. An equivalent that differs in a way
-the user should know (an approximate distinct count they asked for, a rate limit the
-Delta source has no option for) is allowed and becomes a note: a comment at the top of
-the job and a line on stderr.
+option, or an aggregate Spark cannot compute in a streaming aggregation (its `spark_sql()`
+raises NoSparkEquivalent), stops the export with a message naming the query, the field and
+why. An equivalent that differs in a way the user should know (an approximate distinct
+count they asked for, a function's declared `spark_difference`, a rate limit the Delta
+source has no option for) is allowed and becomes a note: a comment at the top of the job
+and a line on stderr.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from dataclasses import dataclass
 
 from goldstream.config import QuerySpec, Settings, SourceSpec
 from goldstream.errors import ConfigError
-from goldstream.functions.base import Function, SparkForm
+from goldstream.functions.base import Function, NoSparkEquivalent
 from goldstream.functions.registry import build
 
-# Window kinds the job knows a Spark grouping for (window(...) or session_window(...)).
-SPARK_WINDOWS = ("tumbling", "sliding", "session")
+# Window kinds the job knows a Spark grouping for: window(...).
+SPARK_WINDOWS = ("tumbling", "sliding")
 
 
 class ExportRefused(ConfigError):
@@ -27,10 +28,10 @@ class ExportRefused(ConfigError):
 
 @dataclass(frozen=True)
 class Column:
-    """One output column of a query, with its Spark form."""
+    """One output column of a query, with its Spark SQL expression."""
 
     function: Function
-    form: SparkForm
+    sql: str
 
 
 @dataclass(frozen=True)
@@ -52,17 +53,27 @@ def plan_export(settings: Settings, approximate: bool = False) -> ExportPlan:
         columns[query.name] = []
         for spec in query.aggregates:
             function = build(spec)
-            form = function.spark_streaming(approximate)
             where = f"query {query.name!r}, aggregate {spec.name!r} (fn = {spec.fn!r})"
-            if form.sql is None:
-                refusals.append(f"{where}: {form.refusal}")
-            elif form.difference:
-                notes.append(f"{where}: {form.difference}")
-            columns[query.name].append(Column(function, form))
+            try:
+                columns[query.name].append(Column(function, function.spark_sql()))
+            except NoSparkEquivalent as missing:
+                if not (approximate and missing.approximate):
+                    hint = f"; --approx-distinct exports {missing.approximate}" if missing.approximate else ""
+                    refusals.append(f"{where}: {_reason(missing)}{hint}")
+                    continue
+                notes.append(f"{where}: {_reason(missing)}")
+                columns[query.name].append(Column(function, missing.approximate))
+            if function.spark_difference:
+                notes.append(f"{where}: {function.spark_difference}")
     if refusals:
         raise ExportRefused("cannot export to Spark, which would compute different Gold rows:\n  - "
                             + "\n  - ".join(refusals))
     return ExportPlan(settings, columns, notes)
+
+
+def _reason(missing: NoSparkEquivalent) -> str:
+    """Its message without the "aggregate 'x': " it starts with (the export names it)."""
+    return str(missing).split(": ", 1)[-1]
 
 
 def _goldstream_only(settings: Settings, query: QuerySpec) -> list[tuple[str, str]]:

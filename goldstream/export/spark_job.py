@@ -2,7 +2,7 @@
 
 The job is what a Spark engineer would write by hand: the fixed part (job_runtime.py,
 copied as text: command line, session, Silver reader, Gold writer), then one function per
-query, `withWatermark` → `groupBy(window | session_window, keys)` → `agg(...)` → the
+query, `where(filter)` → `withWatermark` → `groupBy(window, keys)` → `agg(...)` → the
 Gold columns in goldstream's order, its aggregate expressions being each function's own
 declared Spark form, and the tables that list the queries and the source options.
 """
@@ -17,6 +17,7 @@ from goldstream.config import QuerySpec, Settings, SourceSpec
 from goldstream.durations import to_us
 from goldstream.export.rules import Column, ExportPlan
 from goldstream.functions.projection import Projection
+from goldstream.source.schema import silver_columns
 
 RUNTIME = Path(__file__).with_name("job_runtime.py")
 INDENT = " " * 12
@@ -52,7 +53,7 @@ Without it, Delta read and written with the deltalake Python package:
     if plan.notes:
         header += "# Notes for this configuration:\n" + "".join(f"# - {note}\n" for note in plan.notes)
     queries = "\n\n".join(_query_function(q, plan.columns[q.name]) for q in settings.queries)
-    return "\n".join([header, _runtime(), "# ---- the queries ----\n", queries, "", _tables(settings, plan),
+    return "\n".join([header, _runtime(), "# ---- the queries ----\n", queries, "", _tables(settings),
                       "", 'if __name__ == "__main__":\n    sys.exit(main())\n'])
 
 
@@ -69,12 +70,13 @@ def _query_function(query: QuerySpec, columns: list[Column]) -> str:
         f"def query_{query.name}(silver: DataFrame) -> DataFrame:",
         f'    """{query.name}: {_describe(query)}."""',
         "    return (",
-        f"        silver.withWatermark({_str(_name(query.event_time))}, {_str(_interval(query.watermark_delay))})",
+        f"        silver{_filter(query)}.withWatermark({_str(_name(query.event_time))}, "
+        f"{_str(_interval(query.watermark_delay))})",
         f"        .groupBy({', '.join([_window(query), *(_col(k) for k in query.keys)])})",
         "        .agg(",
-        *(f"{INDENT}F.expr({_str(c.form.sql)}).alias({_str(c.function.name)})," for c in aggregates),
+        *(f"{INDENT}F.expr({_str(c.sql)}).alias({_str(c.function.name)})," for c in aggregates),
         "        )",
-        *(f"        .withColumn({_str(c.function.name)}, F.expr({_str(c.form.sql)}))" for c in projections),
+        *(f"        .withColumn({_str(c.function.name)}, F.expr({_str(c.sql)}))" for c in projections),
         "        .select(",
         f'{INDENT}F.col("window.start").alias("window_start"),',
         f'{INDENT}F.col("window.end").alias("window_end"),',
@@ -85,11 +87,14 @@ def _query_function(query: QuerySpec, columns: list[Column]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _filter(query: QuerySpec) -> str:
+    """The query's filter, before the watermark: rows failing it move no watermark."""
+    return "" if query.filter is None else f".where({_str(query.filter)})"
+
+
 def _describe(query: QuerySpec) -> str:
     window = query.window
-    if window.kind == "session":
-        shape = f"session windows with a gap of {_interval(window.gap)}"  # type: ignore[attr-defined]
-    elif window.kind == "sliding":
+    if window.kind == "sliding":
         shape = f"sliding windows of {_interval(window.size)} every {_interval(window.slide_value)}"
     else:
         shape = f"tumbling windows of {_interval(window.size)}"
@@ -100,8 +105,6 @@ def _describe(query: QuerySpec) -> str:
 def _window(query: QuerySpec) -> str:
     """The grouping column of the query's windows, named `window` whatever its kind."""
     window, time = query.window, _col(query.event_time)
-    if window.kind == "session":
-        return f'F.session_window({time}, {_str(_interval(window.gap))}).alias("window")'  # type: ignore[attr-defined]
     if window.kind == "sliding":
         return f'F.window({time}, {_str(_interval(window.size))}, {_str(_interval(window.slide_value))}).alias("window")'
     return f'F.window({time}, {_str(_interval(window.size))}).alias("window")'
@@ -133,7 +136,7 @@ def _interval(td: timedelta) -> str:
     return f"{us} microseconds"
 
 
-def _tables(settings: Settings, plan: ExportPlan) -> str:
+def _tables(settings: Settings) -> str:
     queries = settings.queries
     lines = [
         "QUERIES = {" + ", ".join(f"{_str(q.name)}: query_{q.name}" for q in queries) + "}",
@@ -141,21 +144,11 @@ def _tables(settings: Settings, plan: ExportPlan) -> str:
         f"APP_IDS = {_str({q.name: q.resolved_app_id + '-spark' for q in queries})}",
         "# Queries whose Gold table is not <gold-root>/<query>.",
         f"GOLD_PATHS = {_str({q.name: q.gold_path for q in queries if q.gold_path})}",
-        f"SILVER_COLUMNS = {_str(_silver_columns(plan))}",
+        f"SILVER_COLUMNS = {_str(silver_columns(settings.queries))}",
         f"SOURCE_OPTIONS = {_str(_source_options(settings.source))}",
         f"DEFAULT_TRIGGER = {_str(_trigger(settings.source.poll_interval))}",
     ]
     return "\n".join(lines) + "\n"
-
-
-def _silver_columns(plan: ExportPlan) -> list[str]:
-    """The Silver columns the queries read, in order of first use."""
-    names: list[str] = []
-    for query in plan.settings.queries:
-        names += [query.event_time, *query.keys]
-        for column in plan.columns[query.name]:
-            names += list(column.function.silver_inputs())
-    return list(dict.fromkeys(names))
 
 
 def _source_options(source: SourceSpec) -> dict[str, str]:

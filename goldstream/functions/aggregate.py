@@ -348,6 +348,8 @@ class ExtremeBy(AggregateFunction):
 
     descending: ClassVar[bool]
     state = ("by", "value")
+    spark_difference = ("among rows sharing the extreme `by`, Spark's pick depends on the order rows reach it; "
+                        "goldstream takes the greatest (max_by) or least (min_by) value")
 
     def silver_inputs(self) -> dict[str, frozenset[str]]:
         return {self.column: ANY_TYPE, self.by: ORDERED} if self.column != self.by else {self.by: ORDERED}

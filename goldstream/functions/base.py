@@ -58,6 +58,9 @@ class Function(ABC):
     exactly the config arguments the function takes, so they are declared once."""
 
     fn: ClassVar[str]  # the config's `fn`
+    # What its Spark form computes differently, when that form is Spark's equivalent but
+    # not always the same value (`goldstream export spark` notes it in the job).
+    spark_difference: ClassVar[str | None] = None
 
     name: str
 
@@ -99,29 +102,6 @@ class Function(ABC):
     def spark_sql(self) -> str:
         """The Spark SQL expression computing the same column, with the same semantics;
         NoSparkEquivalent when Spark's streaming aggregation has none."""
-
-    def spark_streaming(self, approximate: bool = False) -> SparkForm:
-        """How a Spark Structured Streaming aggregation computes it (`goldstream export
-        spark`). Most functions are their `spark_sql()`; one Spark cannot compute in a
-        streaming aggregation (exact distinct counts, for one) answers `SparkForm.refused`
-        with the reason, or, when `approximate` allows it (`--approx-distinct`), an
-        approximate form with the difference it makes."""
-        return SparkForm(self.spark_sql())
-
-
-@dataclass(frozen=True)
-class SparkForm:
-    """A function's expression in a Spark streaming job: `sql`, or None with `refusal`
-    saying why Spark has no equivalent; `difference` is what an equivalent does
-    differently from goldstream (stated in the job and on stderr when it is exported)."""
-
-    sql: str | None
-    difference: str | None = None
-    refusal: str | None = None
-
-    @classmethod
-    def refused(cls, why: str) -> SparkForm:
-        return cls(None, refusal=why)
 
 
 def sql_column(name: str) -> str:

@@ -140,6 +140,11 @@ class ReadPlan:
         return {c.name: c.dtype for c in self.columns}
 
 
+def silver_columns(queries: list[QuerySpec]) -> list[str]:
+    """The Silver columns the queries read, in order of first use."""
+    return list(_requirements(queries))
+
+
 def _requirements(queries: list[QuerySpec]) -> dict[str, tuple[str, set[str] | None]]:
     """column -> (why it is needed, allowed Delta types or None for any primitive)."""
     req: dict[str, tuple[str, set[str] | None]] = {}
