@@ -98,12 +98,10 @@ def read_silver(spark, args):
         spark.dataSource.register(SilverSource)
         return (spark.readStream.format(SILVER_SOURCE).options(**SOURCE_OPTIONS)
                 .option("columns", json.dumps(SILVER_COLUMNS)).load(args.silver))
-    from pyspark.errors import AnalysisException
-
     try:
         return spark.readStream.format("delta").options(**SOURCE_OPTIONS).load(args.silver)
-    except AnalysisException as err:
-        if err.getCondition() != "DATA_SOURCE_NOT_FOUND":
+    except Exception as err:  # Spark's class-not-found error reaches Python as a Py4JJavaError
+        if "[DATA_SOURCE_NOT_FOUND]" not in str(err):
             raise
         raise JobError(
             "Spark's Delta connector is not on this cluster's classpath (data source 'delta' not found). Add "

@@ -163,9 +163,12 @@ def test_job_command_line_on_partitioned_silver(tmp_path: Path) -> None:
     if shutil.which("java") is None:
         pytest.fail("Spark needs Java 17: install it (apt-get install openjdk-17-jre-headless)")
     silver = tmp_path / "silver"
-    append_commits(silver, synth_commit_frames(12, 60, seed=3, commit_interval_s=90.0),
-                   partition_by=["origin_country"])
-    assert "%20" in (silver / "_delta_log" / f"{0:020d}.json").read_text()  # e.g. United%20Kingdom
+    renamed = {"France": "Côte d'Ivoire", "Germany": "United Kingdom"}
+    frames = (f.with_columns(pl.col("origin_country").replace(renamed))
+              for f in synth_commit_frames(12, 60, seed=3, commit_interval_s=90.0))
+    append_commits(silver, frames, partition_by=["origin_country"])
+    # the directory is origin_country=United%20Kingdom, its path in the log URI-encoded once more
+    assert "origin_country=United%2520Kingdom/" in (silver / "_delta_log" / f"{0:020d}.json").read_text()
     job_file = tmp_path / "job.py"
     goldstream("export", "spark", "--config", str(EXAMPLE_CONFIG), "--out", str(job_file))
     out = tmp_path / "spark"
