@@ -147,7 +147,7 @@ def _spec(qdict: dict[str, Any]) -> QuerySpec:
         for k, v in qdict.items() if k not in ("filter_py", "reads")})
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(commits=histories, cuts=st.lists(st.integers(0, 14), max_size=6), win=windowing)
 def test_functions_and_filters_equal_reference_for_any_batching(commits, cuts, win) -> None:
     """Distinct counts, percentiles, max_by/min_by, timestamp extremes, `where` and a query

@@ -48,7 +48,7 @@ def _run(query: QuerySpec, frames: list[pl.DataFrame], cuts: list[int],
     return engine, pl.concat([r.closed for r in results])
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(commits=histories, cuts=st.lists(st.integers(0, 14), max_size=6), win=sessions, base=aggregate_sets)
 def test_sessions_equal_reference_for_any_batching(commits, cuts, win, base) -> None:
     qdict, query = _query(base, *win)
@@ -66,7 +66,7 @@ def test_sessions_equal_reference_for_any_batching(commits, cuts, win, base) -> 
             assert (rows[MISSED_WINDOW_END] == rows["event_timestamp"].dt.epoch("us") + engine.gap_us).all()
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(commits=histories, stop=st.integers(0, 13), win=st.one_of(sessions, windowing), base=aggregate_sets)
 def test_restart_rebuilds_state_from_gold_offsets(commits, stop, win, base) -> None:
     """Live through commit `stop`, then a new engine resumes from what Gold's offsets hold
@@ -87,7 +87,7 @@ def test_restart_rebuilds_state_from_gold_offsets(commits, stop, win, base) -> N
     assert_gold_equal(pl.concat([before, *after]), _expected(frames, qdict))
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(commits=histories, win=sessions)
 def test_flush_emits_every_open_session_once(commits, win) -> None:
     qdict, query = _query(SEED_QUERIES[1], *win)

@@ -66,20 +66,35 @@ class SessionAggregation(WindowedAggregation):
 
     def _fold(self, on_time: pl.DataFrame, wm_before: pl.DataFrame, wm_start: int, wm_end: int) -> pl.DataFrame:
         """Commit by commit: merge its on-time partials into the open sessions, then emit
-        the sessions its watermark closed."""
+        the sessions its watermark closed. Consecutive commits are merged in one step while
+        no session can close in between (every session ends at or after the earliest end of
+        what it is made of), which gives the same sessions with fewer steps."""
         sessions = on_time.select(
             *self.keys, pl.col(_PANE).alias(_START), pl.col(_PANE).alias(_LAST), *self.aggs.state_fields(),
             pl.col(VERSION).alias(_MINVER), pl.col(WM_BEFORE).alias(_WM0))
         by_commit = sessions.partition_by(_MINVER, as_dict=True)
         marks = wm_before.sort(VERSION).with_columns(pl.col(WM_BEFORE).shift(-1, fill_value=wm_end).alias("__after"))
-        closed = []
+        closed, pending = [], []
+        earliest_end = self._earliest_end()
         for version, before, after in marks.select(VERSION, WM_BEFORE, "__after").iter_rows():
             new = by_commit.get((version,))
             if new is not None:
-                self._merge(new)
-            if after > before:
+                pending.append(new)
+                earliest_end = min(earliest_end, int(new[_LAST].min()) + self.gap_us)  # type: ignore[arg-type]
+            if after > before and earliest_end <= after:
+                if pending:
+                    self._merge(pl.concat(pending))
+                    pending = []
                 closed.append(self._close(before, after))
+                earliest_end = self._earliest_end()
+        if pending:
+            self._merge(pl.concat(pending))
         return pl.concat(closed) if closed else self.empty_output()
+
+    def _earliest_end(self) -> float:
+        if self.state is None or self.state.height == 0:
+            return float("inf")
+        return int(self.state[_LAST].min()) + self.gap_us  # type: ignore[arg-type]
 
     def _merge(self, new: pl.DataFrame) -> None:
         """Merge new sessions into the open ones of their keys: sorted by start per key, a
