@@ -312,3 +312,42 @@ def test_maintenance_settings_are_checked(tmp_path: Path, setting: str, value: o
     cfg = write_config(tmp_path / "c.toml", tmp_path / "silver", tmp_path / "gold", doc=doc)
     with pytest.raises(ConfigError, match=message):
         load_settings(cfg)
+
+
+@pytest.mark.s3
+def test_maintain_on_s3(s3_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The same round on S3 (compacted files uploaded, the swap committed put-if-absent,
+    vacuum listing the bucket): rows and offsets unchanged, one file per day."""
+    import uuid
+
+    import s3fs
+
+    prefix = f"s3://{s3_server.bucket}/maintain-{uuid.uuid4().hex[:8]}"
+    fast_silver(tmp_path / "silver", frames(30))
+    stats = {**seed_query_list()[0], "late_sink": str(tmp_path / "late")}
+    local = write_config(tmp_path / "local.toml", tmp_path / "silver", tmp_path / "gold", max_commits_per_batch=1,
+                         queries=[stats])
+    replay(local)  # written locally (a commit on this S3 server costs ~0.5 s), then uploaded as it is
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **s3_server.s3fs_kwargs())
+    fs.put(str(tmp_path / "gold" / "country_stats") + "/", f"{prefix[5:]}/gold/country_stats", recursive=True)
+    fs.put(str(tmp_path / "late") + "/", f"{prefix[5:]}/late", recursive=True)
+    cfg = write_config(tmp_path / "c.toml", tmp_path / "silver", f"{prefix}/gold", max_commits_per_batch=1,
+                       queries=seed_query_list(country_stats={"late_sink": f"{prefix}/late"}))
+    env, opts = s3_server.env(), s3_server.deltalake_storage_options()
+    owned = [f"{prefix}/gold/country_stats", f"{prefix}/late"]
+
+    def state(uri: str) -> tuple[pl.DataFrame, int, int | None]:
+        dt = DeltaTable(uri, storage_options=opts)
+        df = pl.from_arrow(dt.to_pyarrow_table())
+        assert isinstance(df, pl.DataFrame)
+        app = "goldstream-country_stats.late" if uri.endswith("/late") else f"goldstream-{uri.rsplit('/', 1)[1]}"
+        return df.sort(df.columns, nulls_last=True), len(dt.file_uris()), dt.transaction_version(app)
+
+    before = {uri: state(uri) for uri in owned}
+    out = goldstream("maintain", "--config", str(cfg), "--query", "country_stats", env=env).stdout
+    summary = [line for line in out.splitlines() if line.startswith(QUERIES)]
+    assert len(summary) == len(owned) and not [line for line in summary if "compacted 0 files" in line]
+    for uri in owned:
+        rows_after, files, offset = state(uri)
+        assert rows_after.equals(before[uri][0]) and offset == before[uri][2] is not None
+        assert before[uri][1] > 5 and files <= 2
