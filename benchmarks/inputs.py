@@ -44,6 +44,7 @@ class SilverSpec:
     commit_interval_s: float = COMMIT_INTERVAL_S
     writer: str = "generate_silver"  # or "bulk": testsupport.silver.FastSilver (see module doc)
     checkpoint_every: int = 0  # bulk writer: a checkpoint every N commits (0: as generate_silver leaves it)
+    aircraft: int | None = None  # distinct icao24 (None: the synthetic default fleet)
 
     @property
     def nominal_rows(self) -> int:
@@ -75,7 +76,7 @@ def ensure_silver(workdir: Path, spec: SilverSpec, fresh: bool = False) -> Silve
         rows = _bulk_write(path, spec)
     else:
         rows = generate_silver(str(path), spec.commits, spec.rows_per_commit, spec.seed,
-                               commit_interval_s=spec.commit_interval_s).rows_written
+                               commit_interval_s=spec.commit_interval_s, aircraft=spec.aircraft).rows_written
     elapsed = time.perf_counter() - t0
     versions = _check_table(path, spec.commits)
     marker.write_text(json.dumps({"spec": asdict(spec), "rows": rows, "versions": versions}))
@@ -85,7 +86,7 @@ def ensure_silver(workdir: Path, spec: SilverSpec, fresh: bool = False) -> Silve
 def _bulk_write(path: Path, spec: SilverSpec) -> int:
     """Commit 0 through delta-rs, commits 1.. as raw Parquet + log JSON (see module doc)."""
     frames = synth_commit_frames(spec.commits, spec.rows_per_commit, spec.seed,
-                                 commit_interval_s=spec.commit_interval_s)
+                                 commit_interval_s=spec.commit_interval_s, aircraft=spec.aircraft)
     first = next(frames)
     table = FastSilver(path, first, checkpoint_every=spec.checkpoint_every)
     rows = first.height

@@ -394,13 +394,15 @@ def generate_silver(
     rows_per_commit: Annotated[int, typer.Option(min=0)] = 2000,
     seed: int = 0,
     commit_interval: Annotated[float, typer.Option(min=0.001, max=86_400.0, help="seconds of event time per commit")] = 10.0,
+    aircraft: Annotated[Optional[int], typer.Option(min=1, max=10_000_000, help="distinct icao24 in the fleet (default 4000)")]
+    = None,
 ) -> None:
     """Write a seeded OpenSky-like synthetic Silver table (one Delta commit per batch)."""
     from goldstream.storage import Storage
     from goldstream.demo.synth import generate_silver as gen
 
     summary = gen(out, commits, rows_per_commit, seed, commit_interval_s=commit_interval,
-                  storage_options=Storage.from_env().delta_options(out))
+                  storage_options=Storage.from_env().delta_options(out), aircraft=aircraft)
     typer.echo(f"wrote {summary}")
 
 

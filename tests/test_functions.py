@@ -141,7 +141,8 @@ def test_aggregate_state_fields_merge_and_gold_type(fn: str, args: dict[str, Any
     # state of parts (here: each half of every group) equals one update over all rows
     halves = rows.with_columns((pl.int_range(pl.len()).over("g") % 2).alias("half"))
     parts = halves.group_by("g", "half", maintain_order=True).agg(*function.update()).drop("half")
-    merged = parts.group_by("g", maintain_order=True).agg(*function.merge())
+    merged = (parts.with_columns(function.merge_inputs(["g"]))
+              .group_by("g", maintain_order=True).agg(*function.merge()))
     assert merged.schema == state.schema
     final = merged.select("g", function.finalize())
     assert_frame_equal(final, state.select("g", function.finalize()), rel_tol=1e-12)

@@ -219,15 +219,17 @@ def _banded(
     return expr.otherwise(default)
 
 
-def _build_fleet(seed: int) -> pl.DataFrame:
+def _build_fleet(seed: int, aircraft: int | None = None) -> pl.DataFrame:
     """The aircraft that fly in this seed's world: one row per aircraft.
 
     Countries are drawn Zipf-like (United States first), so a few keys dominate the
     Gold output as in real traffic. The per-aircraft string formatting is a loop over
-    the fleet (a few thousand), never over rows.
+    the fleet, never over rows. With `aircraft` set the fleet has exactly that many
+    distinct icao24 (a per-aircraft benchmark's key count); see `_distinct_icao24`.
     """
     rng = _rng(seed, "fleet")
-    u = _uniforms(rng, FLEET_SIZE, ["country", "icao", "airline", "number", "nocall", "p1", "p2"])
+    size = FLEET_SIZE if aircraft is None else aircraft
+    u = _uniforms(rng, size, ["country", "icao", "airline", "number", "nocall", "p1", "p2"])
     weights = [1.0 / (rank + 1) ** _ZIPF_EXPONENT for rank in range(len(_COUNTRIES))]
     total = sum(weights)
     cumulative = pl.Series([sum(weights[: i + 1]) / total for i in range(len(weights))])
@@ -245,6 +247,8 @@ def _build_fleet(seed: int) -> pl.DataFrame:
         callsign.append(None if u_nocall < NULL_CALLSIGN_RATE else f"{airline}{1 + int(u_number * 9999)}")
         lon.append(c.lon)
         lat.append(c.lat)
+    if aircraft is not None:
+        icao24 = _distinct_icao24(icao24)
     return pl.DataFrame(
         {
             "icao24": icao24,
@@ -258,6 +262,28 @@ def _build_fleet(seed: int) -> pl.DataFrame:
         (pl.col("home_lon") + _POSITION_SPREAD_DEG * u.select(_normal("p1", "p2")).to_series()),
         (pl.col("home_lat") + _POSITION_SPREAD_DEG * u.select(_normal("p1", "p2", sine=True)).to_series()),
     )
+
+
+def _distinct_icao24(drawn: list[str]) -> list[str]:
+    """`drawn` with every repeated address replaced by a free one, so N aircraft have N
+    distinct icao24. A country's ICAO block keeps the first aircraft drawn at an address;
+    the rest get addresses outside every listed block, in order (a large fleet overflows
+    a small country's block: 4,096 addresses for Ireland)."""
+    numbers = pl.Series("n", drawn).str.to_integer(base=16)
+    repeated = numbers.is_duplicated() & ~numbers.is_first_distinct()
+    if not repeated.any():
+        return drawn
+    allocated = pl.lit(False)
+    for c in _COUNTRIES:
+        allocated = allocated | pl.col("n").is_between(c.icao_start, c.icao_end)
+    needed = int(repeated.sum())
+    free = (pl.int_range(1, 1 << 24, eager=True).alias("n").to_frame()
+            .filter(~allocated).head(needed)["n"])
+    if free.len() < needed:
+        raise ValueError(f"aircraft: at most {len(set(drawn)) + free.len()} distinct icao24 fit in 24 bits here")
+    spare = numbers.to_frame().with_row_index().filter(repeated)["index"]
+    numbers = numbers.scatter(spare, free)
+    return [f"{n:06x}" for n in numbers]
 
 
 _ROW_UNIFORMS = (
@@ -428,6 +454,7 @@ def synth_commit_frames(
     *,
     start: datetime | None = None,
     commit_interval_s: float = 10.0,
+    aircraft: int | None = None,
 ) -> Iterator[pl.DataFrame]:
     """Yield one Silver frame per commit; an empty commit is a 0-row frame (never None).
 
@@ -439,7 +466,9 @@ def synth_commit_frames(
     _check_args(commits, rows_per_commit, commit_interval_s)
     start_us = _to_us(start if start is not None else DEFAULT_START)
     interval_us = round(commit_interval_s * _US_PER_S)
-    fleet = _build_fleet(seed)
+    if aircraft is not None and aircraft < 1:
+        raise ValueError(f"aircraft must be >= 1, got {aircraft}")
+    fleet = _build_fleet(seed, aircraft)
     for i in range(commits):
         rng = _rng(seed, f"commit:{i}")
         if rng.random() < EMPTY_COMMIT_RATE or rows_per_commit == 0:
@@ -457,6 +486,7 @@ def generate_silver(
     start: datetime | None = None,
     commit_interval_s: float = 10.0,
     storage_options: dict[str, str] | None = None,
+    aircraft: int | None = None,
 ) -> SynthSummary:
     """Write `commits` Delta append commits of synthetic Silver to `out` (path or s3://).
 
@@ -474,7 +504,7 @@ def generate_silver(
     lows: list[datetime] = []
     highs: list[datetime] = []
     for frame in synth_commit_frames(
-        commits, rows_per_commit, seed, start=start, commit_interval_s=commit_interval_s
+        commits, rows_per_commit, seed, start=start, commit_interval_s=commit_interval_s, aircraft=aircraft
     ):
         write_deltalake(out, frame.to_arrow(), mode="append", storage_options=storage_options)
         rows += frame.height

@@ -46,8 +46,15 @@ class AggregateSet:
     def update(self) -> list[pl.Expr]:
         return [e for a in self.aggregates for e in a.update()]
 
-    def merge(self) -> list[pl.Expr]:
-        return [e for a in self.aggregates for e in a.merge()]
+    def state_fields(self) -> list[str]:
+        return [f for a in self.aggregates for f in a.state_fields()]
+
+    def merge(self, frame: pl.DataFrame, group: list[str], *extra: pl.Expr) -> pl.DataFrame:
+        """State rows → one state row per `group`, with `extra` aggregates alongside."""
+        inputs = [e for a in self.aggregates for e in a.merge_inputs(group)]
+        if inputs:
+            frame = frame.with_columns(inputs)
+        return frame.group_by(group).agg(*(e for a in self.aggregates for e in a.merge()), *extra)
 
     def finalize(self, state: pl.DataFrame, input_schema: dict[str, pl.DataType]) -> pl.DataFrame:
         """Merged state → output columns, each cast to its Gold type."""

@@ -47,11 +47,25 @@ class SessionAggregation(WindowedAggregation):
 
     gap_us: int = field(init=False)
     _restored_us: int | None = field(default=None, init=False)  # Gold's watermark, while rebuilding
+    state: pl.DataFrame | None = field(default=None, init=False)  # one row per open session
 
     def __post_init__(self, event_clock: EventClock | None) -> None:
         super().__post_init__(event_clock)
         assert self.query.window.gap is not None
         self.gap_us = to_us(self.query.window.gap)
+
+    @property
+    def state_rows(self) -> int:
+        return 0 if self.state is None else self.state.height
+
+    @property
+    def state_bytes(self) -> int:
+        return 0 if self.state is None else int(self.state.estimated_size())
+
+    def oldest_version_in_state(self) -> int | None:
+        if self.state is None or self.state.height == 0:
+            return None
+        return int(self.state[_MINVER].min())  # type: ignore[arg-type]
 
     # -- the window kind's decisions -------------------------------------------------------
 
@@ -111,10 +125,9 @@ class SessionAggregation(WindowedAggregation):
             combined = pl.concat([self.state, new], how="vertical_relaxed")
         ordered = combined.sort([*self.keys, _START], nulls_last=False)
         merged = (
-            ordered.with_columns(self._opens(ordered).cum_sum().alias(_SESSION))
-            .group_by([*self.keys, _SESSION])
-            .agg(pl.col(_START).min(), pl.col(_LAST).max(), *self.aggs.merge(),
-                 pl.col(_MINVER).min(), pl.col(_WM0).min())
+            self.aggs.merge(ordered.with_columns(self._opens(ordered).cum_sum().alias(_SESSION)),
+                            [*self.keys, _SESSION], pl.col(_START).min(), pl.col(_LAST).max(),
+                            pl.col(_MINVER).min(), pl.col(_WM0).min())
             .drop(_SESSION)
             .select(combined.columns)
         )

@@ -10,7 +10,9 @@ engine/clock.py), vectorised: a row's fate depends only on its pane and on the
 watermark before its commit, which are constant within a partial row. So Gold is a
 pure function of Silver's commit history, whatever the batching.
 
-State rows are partial aggregates keyed by (keys, pane, first window). The "first
+State rows are partial aggregates keyed by (keys, pane, first window), held per pane
+(engine/panes.py) so that a batch touches only the panes its rows and its closing
+windows need. The "first
 window" (`__kmin`) is the oldest window a row may still count in: a row of pane p
 belongs to windows p-n+1 … p, minus those already closed when its commit arrived.
 Rows from later commits of the same batch get a later `__kmin`, so a window closed by
@@ -30,10 +32,13 @@ from goldstream.columns import COMMIT_MS, MISSED_WINDOW_END, VERSION
 from goldstream.config import QuerySpec
 from goldstream.engine.aggregates import AggregateSet, gold_frame_schema
 from goldstream.engine.clock import COMMIT_MAX, WM_BEFORE, EventClock
+from goldstream.engine.panes import MINVER as _MINVER
+from goldstream.engine.panes import PANE as _PANE
+from goldstream.engine.panes import PaneStore
 from goldstream.engine.windows import Windows
 from goldstream.functions.condition import Condition
 
-_TS, _PANE, _KMIN, _K, _MINVER = "__ts", "__pane", "__kmin", "__k", "__minver"
+_TS, _KMIN, _K = "__ts", "__kmin", "__k"
 _TSMAX, _ROWS, _FUTURE, _PASSED = "__tsmax", "__rows", "__future", "__passed"
 
 
@@ -66,7 +71,7 @@ class WindowedAggregation:
     clock: EventClock = field(init=False)
     windows: Windows = field(init=False)
     aggs: AggregateSet = field(init=False)
-    state: pl.DataFrame | None = field(default=None, init=False)
+    panes: PaneStore = field(default_factory=PaneStore, init=False)
 
     def __post_init__(self, event_clock: EventClock | None) -> None:
         self.clock = event_clock or EventClock.build(self.query)
@@ -88,23 +93,28 @@ class WindowedAggregation:
 
     @property
     def state_rows(self) -> int:
-        return 0 if self.state is None else self.state.height
+        return self.panes.rows
+
+    @property
+    def state_bytes(self) -> int:
+        """Memory held by the state frames (Polars' estimate)."""
+        return self.panes.bytes
 
     def oldest_version_in_state(self) -> int | None:
         """Lowest Silver version with a row still feeding an open window (None: empty)."""
-        if self.state is None or self.state.height == 0:
-            return None
-        return int(self.state[_MINVER].min())  # type: ignore[arg-type]
+        return self.panes.min_version()
 
     def open_windows(self) -> int:
-        """Number of (key, window) pairs still open."""
-        if self.state is None or self.state.height == 0:
+        """Number of (key, window) pairs still open: a pass over the whole state, for
+        `status` only."""
+        state = self.panes.all()
+        if state is None:
             return 0
         w = self.windows
         lo = pl.max_horizontal(pl.col(_KMIN), pl.col(_PANE) - (w.panes_per_window - 1),
                                pl.lit(w.first_open_window(self.watermark_us)))
         return (
-            self.state.select(*self.keys, pl.int_ranges(lo, pl.col(_PANE) + 1).alias(_K))
+            state.select(*self.keys, pl.int_ranges(lo, pl.col(_PANE) + 1).alias(_K))
             .explode(_K).unique().height
         )
 
@@ -148,12 +158,18 @@ class WindowedAggregation:
         Where a commit spans both, its groups are merged (aggregate merge is associative),
         so the partials of one huge commit read in many chunks stay as many as its
         (keys, pane) groups, not chunks × groups."""
-        both = pl.concat([earlier, later.select(earlier.columns)], how="vertical_relaxed")
+        later = later.select(earlier.columns)
         if earlier.height == 0 or later.height == 0 or earlier[VERSION].max() < later[VERSION].min():  # type: ignore[operator]
-            return both
+            return pl.concat([earlier, later], how="vertical_relaxed")
+        # Chunks follow version order: only the commit at the seam is in both.
+        seam = later[VERSION].min()
+        both = pl.concat([earlier.filter(pl.col(VERSION) == seam), later.filter(pl.col(VERSION) == seam)],
+                         how="vertical_relaxed")
         group = [*self.keys, _PANE, VERSION, *(c for c in (_FUTURE, _PASSED) if c in both.columns)]
-        return (both.group_by(group).agg(*self.aggs.merge(), pl.col(_TSMAX).max(), pl.col(_ROWS).sum())
-                .select(both.columns).cast(both.schema))
+        merged = (self.aggs.merge(both, group, pl.col(_TSMAX).max(), pl.col(_ROWS).sum())
+                  .select(both.columns).cast(both.schema))
+        return pl.concat([earlier.filter(pl.col(VERSION) < seam), merged, later.filter(pl.col(VERSION) > seam)],
+                         how="vertical_relaxed")
 
     def process_partials(self, partials: pl.DataFrame, rows: pl.LazyFrame | None = None) -> StepResult:
         """Take in the commit partials of whole new commits (see commit_partials_plan) and
@@ -233,9 +249,10 @@ class WindowedAggregation:
         """Fold a batch's on-time partials into state and return the windows that the
         watermark's move from `wm_start` to `wm_end` closed (`wm_before`: each commit's
         watermark before it, for operators that close per commit)."""
+        columns = [*self.keys, _PANE, _KMIN, *self.aggs.state_fields(), _MINVER]
         group = [*self.keys, _PANE, _KMIN]
-        partial = on_time.group_by(group).agg(*self.aggs.merge(), pl.col(VERSION).min().alias(_MINVER))
-        self._merge_into_state(partial, group)
+        self.panes.add(on_time.rename({VERSION: _MINVER}).select(columns),
+                       lambda rows: self.aggs.merge(rows, group, pl.col(_MINVER).min()).select(columns))
         return self._close(wm_start, wm_end)
 
     def watermark_before_oldest(self) -> int | None:
@@ -312,9 +329,9 @@ class WindowedAggregation:
 
     def flush_end_us(self) -> int | None:
         """The end of the last window `flush` would emit (None: no open window)."""
-        if self.state is None or self.state.height == 0:
+        last_pane = self.panes.last_pane
+        if last_pane is None:
             return None
-        last_pane = int(self.state[_PANE].max())  # type: ignore[arg-type]
         return last_pane * self.windows.slide_us + self.windows.size_us
 
     def flush(self) -> pl.DataFrame:
@@ -328,33 +345,28 @@ class WindowedAggregation:
 
     # -- internals -------------------------------------------------------------------
 
-    def _merge_into_state(self, partial: pl.DataFrame, group: list[str]) -> None:
-        if self.state is None or self.state.height == 0:
-            self.state = partial
-            return
-        both = pl.concat([self.state, partial], how="vertical_relaxed")
-        self.state = both.group_by(group).agg(*self.aggs.merge(), pl.col(_MINVER).min())
-
     def _close(self, wm_from: int, wm_to: int) -> pl.DataFrame:
-        """Emit windows with wm_from < end <= wm_to from state, then evict dead panes."""
+        """Emit windows with wm_from < end <= wm_to from the panes they cover, then evict
+        the panes whose last window is closed."""
         w = self.windows
-        if self.state is None or self.state.height == 0 or wm_to <= wm_from:
+        if wm_to <= wm_from:
             return self.empty_output()
         k_lo = w.first_open_window(wm_from)
         k_hi = w.last_closed_window(wm_to)
-        if k_hi < k_lo:
+        covered = self.panes.select(k_lo, k_hi + w.panes_per_window - 1) if k_hi >= k_lo else None
+        self.panes.evict(lambda pane: w.pane_is_needed(pane, wm_to))
+        if covered is None:
             return self.empty_output()
         lo = pl.max_horizontal(pl.col(_KMIN), pl.col(_PANE) - (w.panes_per_window - 1), pl.lit(k_lo))
         hi = pl.min_horizontal(pl.col(_PANE), pl.lit(k_hi))
-        contributing = self.state.filter(lo <= hi).with_columns(pl.int_ranges(lo, hi + 1).alias(_K)).explode(_K)
-        merged = contributing.group_by([*self.keys, _K]).agg(*self.aggs.merge())
+        contributing = covered.filter(lo <= hi).with_columns(pl.int_ranges(lo, hi + 1).alias(_K)).explode(_K)
+        merged = self.aggs.merge(contributing, [*self.keys, _K])
         out = self.aggs.finalize(merged, self.input_schema).select(
             w.start(pl.col(_K)).cast(pl.Datetime("us", "UTC")).alias("window_start"),
             w.end(pl.col(_K)).cast(pl.Datetime("us", "UTC")).alias("window_end"),
             *self.keys,
             *self.aggs.names,
         )
-        self.state = self.state.filter(w.pane_is_needed(pl.col(_PANE), wm_to))
         return out
 
     def empty_output(self) -> pl.DataFrame:

@@ -46,7 +46,7 @@ class Windows:
         """Largest window index k whose end is at or before the watermark."""
         return (watermark_us - self.size_us) // self.slide_us
 
-    def pane_is_needed(self, pane: pl.Expr, watermark_us: int) -> pl.Expr:
+    def pane_is_needed(self, pane: int, watermark_us: int) -> bool:
         """A pane stays in state while its last window (k = pane) is still open."""
         return pane * self.slide_us + self.size_us > watermark_us
 

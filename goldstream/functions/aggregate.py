@@ -37,7 +37,10 @@ class AggregateFunction(Function):
     - `update()` runs inside a group-by over Silver rows and yields exactly `state_fields()`;
     - `merge()` runs inside a group-by over state rows and yields exactly `state_fields()`
       again; merging is associative, so state can be merged in any grouping: a batch
-      folded into the state, a window assembled from its panes;
+      folded into the state, a window assembled from its panes. Its expressions are
+      plain aggregates of columns (no group value broadcast back to the rows: Polars
+      evaluates those group by group, ~10x slower with a million groups); a function
+      that needs a per-group value declares it in `merge_inputs()`, computed before;
     - `finalize()` runs over merged state and yields the column `name`, of `return_type()`.
     None of them knows the window kind: tumbling, sliding and session windows are served by
     the same expressions, through panes or sessions.
@@ -96,6 +99,11 @@ class AggregateFunction(Function):
     @abstractmethod
     def merge(self) -> list[pl.Expr]:
         """Its state over the state rows of one group."""
+
+    def merge_inputs(self, group: list[str]) -> list[pl.Expr]:
+        """Columns added to the state rows before a merge group-by over `group` (window
+        expressions over it), for a merge that needs a per-group value. None by default."""
+        return []
 
     @abstractmethod
     def finalize(self) -> pl.Expr:
@@ -289,14 +297,18 @@ class Min(Extreme):
 class StddevSamp(ColumnAggregate):
     """Sample standard deviation from (n, mean, M2), Spark's stddev_samp.
 
-    Update takes Polars' own variance (a stable blockwise Welford/Chan, M2 = n·var₀) and
-    merge uses Chan et al.'s formula M2 = Σ M2ᵢ + Σ nᵢ (meanᵢ − mean)², never
-    Σx² − n·mean², which cancels catastrophically. A constant group must yield exactly
-    0.0, as Spark's update formula does: Polars' variance does, but its mean of n copies
-    of c can be off by an ulp, so a group whose min equals its max takes that value as
-    its mean. Every update expression is a plain group-by aggregate (no per-group
-    broadcast), which keeps Polars on its fast vectorised path: this is the hot loop
-    over all Silver rows."""
+    Update takes Polars' own variance (a stable blockwise Welford/Chan, M2 = n·var₀).
+    Merge is Chan et al.'s formula M2 = Σ M2ᵢ + Σ nᵢ (meanᵢ − mean)², computed with the
+    means shifted by the group's smallest one r (dᵢ = meanᵢ − r, `merge_inputs`):
+    M2 = Σ M2ᵢ + Σ nᵢdᵢ² − (Σ nᵢdᵢ)²/n, mean = r + Σ nᵢdᵢ/n, all plain sums. Never
+    Σx² − n·mean², which cancels catastrophically: every dᵢ lies within the spread of
+    the means, so the subtraction loses only a few ulps of the between-pane term. A
+    constant group must yield exactly 0.0, as Spark's update formula does: Polars'
+    variance does, but its mean of n copies of c can be off by an ulp, so a group whose
+    min equals its max takes that value as its mean (and merged, every dᵢ is then 0).
+    Every update expression is a plain group-by aggregate (no per-group broadcast),
+    which keeps Polars on its fast vectorised path: this is the hot loop over all
+    Silver rows."""
 
     fn = "stddev"
     state = ("n", "mean", "m2")
@@ -312,12 +324,17 @@ class StddevSamp(ColumnAggregate):
             (x.var(ddof=0) * n).alias(self.state_field("m2")),
         ]
 
+    def merge_inputs(self, group: list[str]) -> list[pl.Expr]:
+        return [self.state_col("mean").min().over(group).alias(self.state_field("shift"))]
+
     def merge(self) -> list[pl.Expr]:
-        n_i, mean_i, m2_i = self.state_col("n"), self.state_col("mean"), self.state_col("m2")
+        n_i, m2_i, shift = self.state_col("n"), self.state_col("m2"), self.state_col("shift")
+        d_i = self.state_col("mean") - shift
         n = n_i.sum()
-        m0 = mean_i.drop_nulls().first()
-        mean = m0 + (n_i * (mean_i - m0)).sum() / n
-        m2 = m2_i.sum() + (n_i * (mean_i - mean) ** 2).sum()
+        s = (n_i * d_i).sum()
+        mean = shift.first() + s / n
+        between = ((n_i * d_i * d_i).sum() - s * s / n).clip(lower_bound=0.0)  # >= 0 up to rounding
+        m2 = m2_i.sum() + pl.when(n > 0).then(between).otherwise(0.0)
         return [
             n.alias(self.state_field("n")),
             pl.when(n > 0).then(mean).alias(self.state_field("mean")),
