@@ -44,6 +44,10 @@ class PaneStore:
         frames = [f for p, f in self._frames.items() if first <= p <= last]
         return pl.concat(frames, how="vertical_relaxed") if frames else None
 
+    def heights(self, first: int, last: int) -> dict[int, int]:
+        """Rows held per pane, for panes first … last."""
+        return {p: f.height for p, f in self._frames.items() if first <= p <= last}
+
     def all(self) -> pl.DataFrame | None:
         return pl.concat(list(self._frames.values()), how="vertical_relaxed") if self._frames else None
 

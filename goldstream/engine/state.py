@@ -39,6 +39,9 @@ from goldstream.engine.windows import Windows
 from goldstream.functions.condition import Condition
 
 _TS, _KMIN, _K = "__ts", "__kmin", "__k"
+# Closing windows repeats a pane's rows once per window they count in; at most this many
+# such rows are built at a time (~100 bytes each for the seed queries' state).
+CLOSE_ROWS = 2_000_000
 _TSMAX, _ROWS, _FUTURE, _PASSED = "__tsmax", "__rows", "__future", "__passed"
 
 
@@ -347,27 +350,55 @@ class WindowedAggregation:
 
     def _close(self, wm_from: int, wm_to: int) -> pl.DataFrame:
         """Emit windows with wm_from < end <= wm_to from the panes they cover, then evict
-        the panes whose last window is closed."""
+        the panes whose last window is closed. Many windows closing at once (a catch-up
+        batch) are assembled a slice at a time (`_close_slices`), so the pane rows
+        repeated once per window they count in never exceed `CLOSE_ROWS` at a time."""
         w = self.windows
         if wm_to <= wm_from:
             return self.empty_output()
         k_lo = w.first_open_window(wm_from)
         k_hi = w.last_closed_window(wm_to)
-        covered = self.panes.select(k_lo, k_hi + w.panes_per_window - 1) if k_hi >= k_lo else None
+        outs = [self._close_windows(a, b) for a, b in self._close_slices(k_lo, k_hi)]
         self.panes.evict(lambda pane: w.pane_is_needed(pane, wm_to))
+        outs = [o for o in outs if o is not None]
+        return pl.concat(outs) if outs else self.empty_output()
+
+    def _close_slices(self, k_lo: int, k_hi: int) -> list[tuple[int, int]]:
+        """Windows k_lo … k_hi cut into consecutive ranges whose exploded pane rows (a row
+        of pane p once per window of the range it counts in) stay within CLOSE_ROWS."""
+        n = self.windows.panes_per_window
+        heights = self.panes.heights(k_lo, k_hi + n - 1)
+        # Only windows with a held pane (a watermark jump may close years of empty ones).
+        windows = sorted({k for p in heights for k in range(max(p - n + 1, k_lo), min(p, k_hi) + 1)})
+        slices: list[tuple[int, int]] = []
+        rows = 0
+        for k in windows:
+            window_rows = sum(heights.get(p, 0) for p in range(k, k + n))
+            if slices and rows + window_rows <= CLOSE_ROWS:
+                slices[-1] = (slices[-1][0], k)
+            else:
+                slices.append((k, k))
+                rows = 0
+            rows += window_rows
+        return slices
+
+    def _close_windows(self, k_lo: int, k_hi: int) -> pl.DataFrame | None:
+        """Windows k_lo … k_hi assembled from their panes, in the Gold schema (None: no
+        pane of theirs is held)."""
+        w = self.windows
+        covered = self.panes.select(k_lo, k_hi + w.panes_per_window - 1)
         if covered is None:
-            return self.empty_output()
+            return None
         lo = pl.max_horizontal(pl.col(_KMIN), pl.col(_PANE) - (w.panes_per_window - 1), pl.lit(k_lo))
         hi = pl.min_horizontal(pl.col(_PANE), pl.lit(k_hi))
         contributing = covered.filter(lo <= hi).with_columns(pl.int_ranges(lo, hi + 1).alias(_K)).explode(_K)
         merged = self.aggs.merge(contributing, [*self.keys, _K])
-        out = self.aggs.finalize(merged, self.input_schema).select(
+        return self.aggs.finalize(merged, self.input_schema).select(
             w.start(pl.col(_K)).cast(pl.Datetime("us", "UTC")).alias("window_start"),
             w.end(pl.col(_K)).cast(pl.Datetime("us", "UTC")).alias("window_end"),
             *self.keys,
             *self.aggs.names,
         )
-        return out
 
     def empty_output(self) -> pl.DataFrame:
         """No windows, in the Gold schema. Built once (~1 ms each, several per batch):
