@@ -23,6 +23,7 @@ T0 = time.perf_counter()
 import polars as pl  # noqa: E402  (import time is part of what is measured)
 
 MINUTE_US = 60_000_000
+KEY = "origin_country"
 
 
 def data_files(table: Path) -> list[str]:
@@ -39,7 +40,7 @@ def data_files(table: Path) -> list[str]:
 
 def queries(files: list[str]) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     rows = pl.scan_parquet(files).select(
-        "event_timestamp", "origin_country", "altitude_meters", "velocity_kmh", "on_ground"
+        "event_timestamp", KEY, "altitude_meters", "velocity_kmh", "on_ground"
     ).filter(pl.col("event_timestamp").is_not_null())
     minute = pl.col("event_timestamp").dt.epoch("us") // MINUTE_US
     alt, vel = pl.col("altitude_meters"), pl.col("velocity_kmh")
@@ -48,7 +49,7 @@ def queries(files: list[str]) -> tuple[pl.LazyFrame, pl.LazyFrame]:
         start = (k * MINUTE_US).cast(pl.Datetime("us", "UTC"))
         return [start.alias("window_start"), (start + pl.duration(minutes=minutes)).alias("window_end")]
 
-    stats = rows.group_by(minute.alias("k"), "origin_country").agg(
+    stats = rows.group_by(minute.alias("k"), KEY).agg(
         pl.len().alias("flight_count"),
         alt.mean().alias("avg_altitude"),
         vel.mean().alias("avg_velocity"),
@@ -56,7 +57,7 @@ def queries(files: list[str]) -> tuple[pl.LazyFrame, pl.LazyFrame]:
         (pl.col("on_ground") == False).sum().alias("airborne_count"),  # noqa: E712
     ).select(*window(pl.col("k"), 1), pl.exclude("k"))
 
-    panes = rows.group_by(minute.alias("p"), "origin_country").agg(
+    panes = rows.group_by(minute.alias("p"), KEY).agg(
         pl.len().alias("n"),
         (alt.is_nan() | (alt > 12000) | (alt < -100)).sum().alias("aa"),
         (vel.is_nan() | (vel > 1000) | (vel < 0)).sum().alias("va"),
@@ -67,11 +68,11 @@ def queries(files: list[str]) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     sums = ("n", "aa", "va", "sa", "na", "qa", "sv", "nv", "qv")
     anomalies = (
         panes.with_columns(pl.int_ranges(pl.col("p") - 4, pl.col("p") + 1).alias("k")).explode("k")
-        .group_by("k", "origin_country")
+        .group_by("k", KEY)
         .agg(*[pl.col(c).sum() for c in sums], pl.col("max_altitude").nan_max(), pl.col("min_altitude").min(),
              pl.col("max_velocity").nan_max())
         .select(
-            *window(pl.col("k"), 5), "origin_country",
+            *window(pl.col("k"), 5), KEY,
             pl.col("n").alias("total_observations"), pl.col("aa").alias("altitude_anomalies"),
             pl.col("va").alias("velocity_anomalies"), ((pl.col("aa") + pl.col("va")) / pl.col("n")).alias("anomaly_rate"),
             "max_altitude", "min_altitude", "max_velocity",

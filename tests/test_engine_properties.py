@@ -47,7 +47,10 @@ velocities = st.one_of(st.none(), st.just(math.nan), st.sampled_from([1000.0, 0.
                        st.floats(-50, 1500, allow_nan=False))
 rows = st.fixed_dictionaries({
     "event_timestamp": timestamps,
-    "origin_country": st.sampled_from(["France", "Germany", "", None]),
+    # a few keys (each window holds several rows), or icao24-like ones from an alphabet of
+    # 4,096 (nearly every row its own key: the per-aircraft case)
+    "origin_country": st.one_of(st.sampled_from(["France", "Germany", "", None]),
+                                st.text("0123456789abcdef", min_size=3, max_size=3)),
     "altitude_meters": altitudes,
     "velocity_kmh": velocities,
     "on_ground": st.sampled_from([True, False, None]),
