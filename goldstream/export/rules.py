@@ -18,8 +18,8 @@ from goldstream.errors import ConfigError
 from goldstream.functions.base import Function, NoSparkEquivalent
 from goldstream.functions.registry import build
 
-# Window kinds the job knows a Spark grouping for: window(...).
-SPARK_WINDOWS = ("tumbling", "sliding")
+# Window kinds the job knows a Spark grouping for: window(...) or session_window(...).
+SPARK_WINDOWS = ("tumbling", "sliding", "session")
 
 
 class ExportRefused(ConfigError):
@@ -58,7 +58,7 @@ def plan_export(settings: Settings, approximate: bool = False) -> ExportPlan:
                 columns[query.name].append(Column(function, function.spark_sql()))
             except NoSparkEquivalent as missing:
                 if not (approximate and missing.approximate):
-                    hint = f"; --approx-distinct exports {missing.approximate}" if missing.approximate else ""
+                    hint = "; --approx-distinct exports that closest form" if missing.approximate else ""
                     refusals.append(f"{where}: {_reason(missing)}{hint}")
                     continue
                 notes.append(f"{where}: {_reason(missing)}")

@@ -2,9 +2,10 @@
 
 The job is what a Spark engineer would write by hand: the fixed part (job_runtime.py,
 copied as text: command line, session, Silver reader, Gold writer), then one function per
-query, `where(filter)` → `withWatermark` → `groupBy(window, keys)` → `agg(...)` → the
-Gold columns in goldstream's order, its aggregate expressions being each function's own
-declared Spark form, and the tables that list the queries and the source options.
+query, `where(filter)` → `withWatermark` → `groupBy(window | session_window, keys)` →
+`agg(...)` → the Gold columns in goldstream's order, its aggregate expressions being each
+function's own declared Spark form, and the tables that list the queries and the source
+options.
 """
 
 from __future__ import annotations
@@ -94,7 +95,9 @@ def _filter(query: QuerySpec) -> str:
 
 def _describe(query: QuerySpec) -> str:
     window = query.window
-    if window.kind == "sliding":
+    if window.kind == "session":
+        shape = f"sessions ended by a gap of {_interval(window.gap)}"
+    elif window.kind == "sliding":
         shape = f"sliding windows of {_interval(window.size)} every {_interval(window.slide_value)}"
     else:
         shape = f"tumbling windows of {_interval(window.size)}"
@@ -105,6 +108,8 @@ def _describe(query: QuerySpec) -> str:
 def _window(query: QuerySpec) -> str:
     """The grouping column of the query's windows, named `window` whatever its kind."""
     window, time = query.window, _col(query.event_time)
+    if window.kind == "session":
+        return f'F.session_window({time}, {_str(_interval(window.gap))}).alias("window")'
     if window.kind == "sliding":
         return f'F.window({time}, {_str(_interval(window.size))}, {_str(_interval(window.slide_value))}).alias("window")'
     return f'F.window({time}, {_str(_interval(window.size))}).alias("window")'
