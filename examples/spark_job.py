@@ -36,8 +36,9 @@ SILVER_SOURCE = "goldstream_silver"  # the name --io deltalake registers its Sil
 
 
 class JobError(Exception):
-    """A mistake in how the job was started, or a Silver history it must not read: the job
-    prints the message and exits 2, without a traceback."""
+    """A mistake in how the job was started (the job prints the message and exits 2,
+    without a traceback), or a Silver history it must not read (it stops the query that
+    reads it, with the message)."""
 
 
 def parse_args(argv):
