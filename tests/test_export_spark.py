@@ -111,9 +111,7 @@ def jobs_for(case: Path, job: types.ModuleType, flights_job: types.ModuleType) -
 @pytest.fixture(scope="module")
 def spark_gold(spark, job: types.ModuleType, flights_job: types.ModuleType,
                tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Every case run through the jobs at once, available-now: case name -> its output root.
-    Queries are started one at a time: each starts a Python process for its Silver reader,
-    which Spark allows 10 s to connect back, too little for several at once on a busy machine."""
+    """Every case run through the jobs at once, available-now: case name -> its output root."""
     roots, started = {}, []
     for case in CASES:
         roots[case.name] = tmp_path_factory.mktemp(case.name)
@@ -121,13 +119,24 @@ def spark_gold(spark, job: types.ModuleType, flights_job: types.ModuleType,
                                        "--trigger", "available-now"))
         for each in jobs_for(case, job, flights_job):
             view = case_view(spark)
-            for name, build in each.QUERIES.items():
-                started.append(each.start_query(build(each.read_silver(view, args)), name, args))
-                while started[-1].isActive and started[-1].lastProgress is None:
-                    time.sleep(0.1)
+            started += [start_running(each, view, name, args) for name in each.QUERIES]
     for query in started:
         query.awaitTermination()
     return roots
+
+
+def start_running(job: types.ModuleType, view, query: str, args):  # type: ignore[no-untyped-def]
+    """Start one query and wait for its first batch. Its Silver reader is a Python process
+    that Spark gives 10 s to connect back, which a machine busy with other work can miss:
+    queries start one at a time, and one whose reader missed it starts again from its
+    checkpoint."""
+    for _ in range(3):
+        started = job.start_query(job.QUERIES[query](job.read_silver(view, args)), query, args)
+        while started.isActive and started.lastProgress is None:
+            time.sleep(0.1)
+        if started.lastProgress is not None or "failed to connect back" not in str(started.exception()):
+            return started
+    return started
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
