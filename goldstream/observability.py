@@ -171,6 +171,8 @@ class Metrics:
         self.storage_retries = Counter("goldstream_storage_retries", "Transient storage failures retried (each "
                                        "followed by every query resuming from its Gold offsets)", registry=r)
         self.state_rows = Gauge("goldstream_state_rows", "Partial-aggregate rows held in state", ["query"], registry=r)
+        self.state_bytes = Gauge("goldstream_state_bytes", "Memory of the state's frames (Polars' estimate of "
+                                 "their buffers)", ["query"], registry=r)
         self.batch_duration = Histogram("goldstream_batch_duration_seconds", "Batch processing time", ["query"],
                                         buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
         table = ["query", "table"]  # table: "gold" or "late"
@@ -193,7 +195,8 @@ class Metrics:
             return
         self._known.add(query)
         for metric in (self.input_rows, self.late_rows, self.windows_emitted, self.commits, self.watermark,
-                       self.lag_versions, self.state_rows, self.batch_duration, self.future_event_commits):
+                       self.lag_versions, self.state_rows, self.state_bytes, self.batch_duration,
+                       self.future_event_commits):
             metric.labels(query=query)
 
         def lag() -> float:
@@ -254,6 +257,7 @@ class ProgressReporter:
             "stateOperators": [{
                 "operatorName": "windowedAggregation",
                 "numRowsTotal": query.state_rows,
+                "memoryUsedBytes": query.state_bytes,
                 "numRowsDroppedByWatermark": result.rows_late,
                 "numRowsDroppedNullEventTime": result.rows_null_time,
                 "numRowsFiltered": result.rows_filtered,
@@ -278,6 +282,7 @@ class ProgressReporter:
         if latest_v is not None:
             m.lag_versions.labels(**lbl).set(max(0, latest_v - query.processed))
         m.state_rows.labels(**lbl).set(query.state_rows)
+        m.state_bytes.labels(**lbl).set(query.state_bytes)
         m.batch_duration.labels(**lbl).observe(total_ms / 1000)
         for listener in self.listeners:
             listener(record, result)

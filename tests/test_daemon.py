@@ -57,6 +57,7 @@ def test_status_reports_the_lag_of_a_known_gap(tmp_path: Path) -> None:
         assert s["watermark"] == fmt_us(stats["watermark_us"])
         assert s["max_event_time"] == fmt_us(max_event)
         assert s["open_windows"] == stats["open_windows"] > 0
+        assert s["state_rows"] > 0 and s["state_bytes"] > 8 * s["state_rows"]
         assert s["lag_seconds"] > 0 and s["last_gold_commit"] is not None
     # status only reads: Gold is untouched
     assert txn_version(gold, "country_stats") == processed

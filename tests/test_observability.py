@@ -183,6 +183,8 @@ def test_daemon_health_readiness_and_metrics(s3_server: Any, tmp_path: Path, exa
             assert metrics[("goldstream_late_rows_total", q)] == run.stats.rows_late > 0
             assert metrics[("goldstream_watermark_seconds", q)] == pytest.approx(run.engine.watermark_us / 1e6, abs=1e-3)
             assert metrics[("goldstream_state_rows", q)] == run.engine.state_rows > 0
+            # ~8 bytes per state field and row at least: the estimate follows the rows held
+            assert metrics[("goldstream_state_bytes", q)] == run.engine.state_bytes > 8 * run.engine.state_rows
             # event time is 2024: the lag behind the wall clock is large and keeps growing
             lag = metrics[("goldstream_lag_seconds", q)]
             assert lag > (datetime.now(DEFAULT_START.tzinfo) - DEFAULT_START).total_seconds() - 3600
@@ -271,6 +273,7 @@ def test_progress_records_have_the_spark_shape(small_silver: Path, tmp_path: Pat
             assert {"getBatch", "addBatch", "latestOffset"} <= set(r["durationMs"])
             (op,) = r["stateOperators"]
             assert op["numRowsTotal"] >= 0 and op["numRowsDroppedByWatermark"] >= 0
+            assert op["memoryUsedBytes"] >= 8 * op["numRowsTotal"] and (op["memoryUsedBytes"] > 0) == (op["numRowsTotal"] > 0)
             (src,) = r["sources"]
             assert src["startOffset"] <= src["endOffset"] <= src["latestOffset"] == 23
             assert r["sink"]["description"] == f"DeltaSink[{tmp_path / 'gold' / q}]"

@@ -176,6 +176,8 @@ def test_status_page_in_a_browser_shows_each_query_live(tmp_path: Path) -> None:
         assert all(v == pytest.approx(by_batch[b]["durationMs"]["addBatch"]) for b, v in added.items())
         state = _points(section, "stateRows", "numRowsTotal")
         assert all(v == by_batch[b]["stateOperators"][0]["numRowsTotal"] for b, v in state.items())
+        memory = _points(section, "stateMemory", "memoryUsedBytes")
+        assert memory and all(v == by_batch[b]["stateOperators"][0]["memoryUsedBytes"] for b, v in memory.items())
         table_html = re.search(rf'<table class="windows" data-query="{name}">(.*?)</table>', section, re.S)
         assert table_html, f"{name}: no latest windows table"
         assert "<th>window start</th>" in table_html.group(1) and "<th>origin country</th>" in table_html.group(1)

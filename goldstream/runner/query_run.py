@@ -205,6 +205,7 @@ class QueryRun:
             watermark_us=self.engine.watermark_us,
             max_event_time_us=self.engine.max_event_time_us,
             state_rows=self.engine.state_rows,
+            state_bytes=self.engine.state_bytes,
             late_rows=self.late_base + self.stats.rows_late,
             stats=self.stats,
             open_windows=self.engine.open_windows() if detailed else None,

@@ -36,6 +36,7 @@ class QueryStatus:
     watermark_us: int
     max_event_time_us: int | None
     state_rows: int
+    state_bytes: int  # memory of the state frames (Polars' estimate)
     late_rows: int  # every late row so far, counted before this process too
     stats: QueryStats
     # Only when asked for (the `status` command): a pass over the state, a Gold log read.
