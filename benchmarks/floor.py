@@ -9,7 +9,7 @@ every row into five windows), and the deviation comes from Σx, Σx², n (the te
 fast way; goldstream uses a stable merge instead). Run as its own process, like
 `goldstream replay`, so both timings include interpreter start and imports:
 
-    python benchmarks/floor.py SILVER_PATH     # prints one JSON line: row and window counts
+    python benchmarks/floor.py SILVER_PATH [--key COLUMN]   # one JSON line: row and window counts
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ T0 = time.perf_counter()
 import polars as pl  # noqa: E402  (import time is part of what is measured)
 
 MINUTE_US = 60_000_000
-KEY = "origin_country"
+KEY = "origin_country"  # --key: the queries' one key column (icao24 for the per-aircraft rows)
 
 
 def data_files(table: Path) -> list[str]:
@@ -96,4 +96,6 @@ def main(table: Path) -> dict[str, object]:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 3 and sys.argv[2] == "--key":
+        KEY = sys.argv[3]
     print(json.dumps(main(Path(sys.argv[1]))))

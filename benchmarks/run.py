@@ -20,7 +20,10 @@ while their parameters match, --fresh regenerates) and measures, in one run:
     cores), sampled from /proc when its progress records pass those versions;
 (e) live latency: `goldstream run` polling (--poll, default 1 s) a Silver receiving a
     commit every second (--live-rows rows each): time from the Silver commit that
-    closed a window to the Gold commit holding it, median and p95 (benchmarks/live.py).
+    closed a window to the Gold commit holding it, median and p95 (benchmarks/live.py);
+(f) per-aircraft queries (examples/per_aircraft.toml: the seed queries keyed by icao24)
+    over 120 commits x 50,000 rows with --aircraft distinct icao24 each (default 10 k,
+    100 k and 1 M), `replay` beside the floor keyed by icao24, interleaved as in (c).
 
 It prints a table and writes <out>/results.json and <out>/results.md. Targets (issue 6,
 two cores): (a) >= 1.5 M rows/s; (a)/(b) <= 1.7; peak RSS <= 300 MB on (a) and flat
@@ -67,7 +70,9 @@ from benchmarks.live import live_latency  # noqa: E402
 from benchmarks.measure import Measured, check, rss_mb, run  # noqa: E402
 from testsupport.config import EXAMPLE_CONFIG as CONFIG  # noqa: E402
 from testsupport.process import end_offset, goldstream_argv, progress_record  # noqa: E402
-TARGETS = {"rows_per_s": 1.5e6, "ratio": 1.7, "peak_rss_mb": 300.0, "history_growth": 1.2, "latency_slack_s": 0.3}
+PER_AIRCRAFT = ROOT / "examples" / "per_aircraft.toml"
+TARGETS = {"rows_per_s": 1.5e6, "ratio": 1.7, "peak_rss_mb": 300.0, "history_growth": 1.2, "latency_slack_s": 0.3,
+           "aircraft_ratio": 1.5, "aircraft_rss_mb_1m": 1200.0, "aircraft_rss_mb_10k": 300.0}
 
 
 def main() -> int:
@@ -90,6 +95,8 @@ def main() -> int:
         _say(f"history Silver: {history.rows:,} rows in {history.versions} commits"
              + (f" (generated in {history.generated_s:.0f} s)" if history.generated_s else " (reused)"))
         results["history"] = history_rss(history, args)
+    if not args.skip_aircraft:
+        results["aircraft"] = [per_aircraft(args, n) for n in args.aircraft]
     if not args.skip_live:
         _say(f"live: {args.live_seconds} commits, one per second, polling every {args.poll} s")
         results["live"] = live_latency(args.workdir, args.live_seconds, args.live_rows, args.poll, CONFIG)
@@ -119,12 +126,18 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--poll", type=float, default=1.0, help="poll interval of the live daemon, seconds")
     p.add_argument("--skip-history", action="store_true")
     p.add_argument("--skip-live", action="store_true")
+    p.add_argument("--aircraft", type=int, nargs="+", default=[10_000, 100_000, 1_000_000],
+                   help="(f): distinct icao24 per Silver")
+    p.add_argument("--aircraft-commits", type=int, default=120)
+    p.add_argument("--aircraft-rows-per-commit", type=int, default=50_000)
+    p.add_argument("--skip-aircraft", action="store_true")
     p.add_argument("--quick", action="store_true", help="tiny inputs: a smoke test of the benchmark itself")
     args = p.parse_args()
     if args.quick:
         args.commits, args.rows_per_commit, args.repeat = 12, 2_000, 1
         args.history_commits, args.history_rows_per_commit = 96, 50
         args.live_seconds, args.live_rows = 14, 200
+        args.aircraft, args.aircraft_commits, args.aircraft_rows_per_commit = [2_000], 6, 2_000
     return args
 
 
@@ -135,21 +148,24 @@ def _say(text: str) -> None:
 # -- (a), (b), (c) -------------------------------------------------------------------------
 
 
-def throughput(silver: Silver, args: argparse.Namespace) -> dict[str, Any]:
+def throughput(silver: Silver, args: argparse.Namespace, config: Path = CONFIG,
+               key: str = "origin_country") -> dict[str, Any]:
+    """(a), (b), (c) for one Silver and configuration: `replay` and the floor, interleaved."""
     replays: list[Measured] = []
     floors: list[Measured] = []
     floor_out: dict[str, Any] = {}
     for i in range(args.repeat):
         gold = args.workdir / "gold_throughput"
         shutil.rmtree(gold, ignore_errors=True)
-        m = check(run(goldstream_argv("replay", "--config", str(CONFIG), "--silver", str(silver.path),
+        m = check(run(goldstream_argv("replay", "--config", str(config), "--silver", str(silver.path),
                                       "--gold-root", str(gold), "--json")), "goldstream replay")
         summary = {s["query"]: s for s in json.loads(m.stdout_tail[-1])["summary"]}
         bad = {q: s["rows_in"] for q, s in summary.items() if s["rows_in"] != silver.rows}
         if bad:
             raise RuntimeError(f"replay took in {bad} rows, Silver has {silver.rows}")
         replays.append(m)
-        f = check(run([sys.executable, str(ROOT / "benchmarks" / "floor.py"), str(silver.path)]), "floor")
+        f = check(run([sys.executable, str(ROOT / "benchmarks" / "floor.py"), str(silver.path), "--key", key]),
+                  "floor")
         floor_out = json.loads(f.stdout_tail[-1])
         floors.append(f)
         _say(f"run {i + 1}/{args.repeat}: replay {m.wall_s:.2f} s ({m.cpu_s:.2f} s CPU, {m.peak_rss_mb:.0f} MB), "
@@ -164,6 +180,15 @@ def throughput(silver: Silver, args: argparse.Namespace) -> dict[str, Any]:
         "cpu_ratio": a["cpu_s_median"] / b["cpu_s_median"],
         "gold_summary": summary,
     }
+
+
+def per_aircraft(args: argparse.Namespace, aircraft: int) -> dict[str, Any]:
+    """(f): the per-aircraft example over a Silver of `aircraft` distinct icao24."""
+    spec = SilverSpec(f"silver_aircraft_{aircraft}", args.aircraft_commits, args.aircraft_rows_per_commit, seed=3,
+                      writer="bulk", aircraft=aircraft)
+    silver = ensure_silver(args.workdir, spec, args.fresh)
+    _say(f"per-aircraft Silver: {silver.rows:,} rows, {aircraft:,} aircraft")
+    return {"aircraft": aircraft, **throughput(silver, args, PER_AIRCRAFT, "icao24")}
 
 
 def _stats(ms: list[Measured]) -> dict[str, Any]:
@@ -250,6 +275,13 @@ def verdicts(r: dict[str, Any], poll: float) -> dict[str, Any]:
         "a_peak_rss_mb": {"value": t["replay"]["peak_rss_mb_max"], "target": f"<= {TARGETS['peak_rss_mb']:g}",
                           "ok": t["replay"]["peak_rss_mb_max"] <= TARGETS["peak_rss_mb"]},
     }
+    for f in r.get("aircraft", []):
+        n, rss = f["aircraft"], f["replay"]["peak_rss_mb_max"]
+        out[f"f_ratio_{n}"] = {"value": f["ratio"], "target": f"<= {TARGETS['aircraft_ratio']}",
+                               "ok": f["ratio"] <= TARGETS["aircraft_ratio"]}
+        limit = TARGETS["aircraft_rss_mb_1m"] if n >= 1_000_000 else TARGETS["aircraft_rss_mb_10k"] if n <= 10_000 else None
+        if limit is not None:
+            out[f"f_peak_rss_mb_{n}"] = {"value": rss, "target": f"<= {limit:g}", "ok": rss <= limit}
     pts = {p["history"]: p for p in r.get("history", {}).get("points", [])}
     if "1 h" in pts and "24 h" in pts:
         growth = pts["24 h"]["rss_mb"] / pts["1 h"]["rss_mb"]
@@ -287,6 +319,12 @@ def render(r: dict[str, Any]) -> str:
         lines.append(f"| (d) RSS of one replay after 1 h / 6 h / 24 h of history ({h['silver_commits']:,} commits, "
                      f"{h['rows_per_commit']} rows each: {h['row_rate_note']}) | {pts}; peak {h['peak_rss_mb']:.0f} MB; "
                      f"{h['wall_s']:.0f} s, {h['commits_per_s']:.0f} commits/s | 24 h <= 1.2 x 1 h |")
+    for f in r.get("aircraft", []):
+        fa, fb = f["replay"], f["floor"]
+        lines.append(f"| (f) per-aircraft queries, {f['aircraft']:,} aircraft, {f['silver_rows']:,} rows: replay / floor, "
+                     f"median of {f['repeat']} | {fa['wall_s_median']:.1f} s / {fb['wall_s_median']:.1f} s = "
+                     f"**{f['ratio']:.2f}** (CPU {f['cpu_ratio']:.2f}); peak RSS {fa['peak_rss_mb_max']:.0f} MB "
+                     f"(floor {fb['peak_rss_mb_max']:.0f} MB) | <= 1.5; <= 1.2 GB at 1 M, <= 300 MB at 10 k |")
     live = r.get("live")
     if live:
         lines.append(f"| (e) live latency, Silver commit -> Gold commit, poll {live['poll_interval_s']:g} s, "

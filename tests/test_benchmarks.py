@@ -38,9 +38,19 @@ def test_quick_benchmark_run_measures_every_section(tmp_path: Path) -> None:
     assert live["silver_commits"] == 14 and live["samples"] > 0
     assert 0 < live["median_s"] <= live["p95_s"] <= live["max_s"]
 
-    assert set(r["targets"]) == {"a_rows_per_s", "c_ratio", "a_peak_rss_mb", "d_rss_24h_over_1h", "e_latency_median_s"}
+    (f,) = r["aircraft"]
+    assert f["aircraft"] == 2_000 and f["silver_commits"] == 6
+    for q in ("aircraft_positions", "aircraft_anomalies"):
+        s = f["gold_summary"][q]
+        assert s["rows_in"] == f["silver_rows"] and s["windows_emitted"] > 0
+        assert f["floor_output"]["rows_aggregated"] == s["rows_in"] - s["rows_null_event_time"]
+    assert f["ratio"] > 0 and f["replay"]["peak_rss_mb_max"] > 0
+
+    assert set(r["targets"]) == {"a_rows_per_s", "c_ratio", "a_peak_rss_mb", "d_rss_24h_over_1h", "e_latency_median_s",
+                                 "f_ratio_2000", "f_peak_rss_mb_2000"}
     table = (out / "results.md").read_text()
     assert "| (a) `goldstream replay`" in table and "| (e) live latency" in table and r["machine"]["nproc"]
+    assert "| (f) per-aircraft queries, 2,000 aircraft" in table
 
     # a second run reuses the generated inputs
     again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--skip-history",
