@@ -151,26 +151,45 @@ def test_job_equals_spark_conformance(case: Path, spark_gold: dict[str, Path], j
         assert_gold_equal(actual, pl.read_parquet(case / "expected" / f"{query}.parquet"))
 
 
-def test_replayed_batches_leave_gold_unchanged(spark, job: types.ModuleType, spark_gold: dict[str, Path]) -> None:
+def test_replayed_batches_leave_gold_unchanged(spark, job: types.ModuleType, tmp_path: Path) -> None:
     """Spark replays a batch whose end it did not record (a crash before its commit log
     entry): the replay finds its batch id in Gold's txn and writes nothing again; a run
     with nothing new adds nothing either."""
-    case = min(CASES, key=lambda c: json.loads((c / "case.json").read_text())["silver_versions"])
-    root = spark_gold[case.name]
-    before = {q: read_gold(root / "gold" / q) for q in job.QUERIES}
+    silver = small_silver(tmp_path / "silver")
+    args = job.parse_args(job_args(silver, tmp_path, "--io", "deltalake", "--trigger", "available-now"))
+    job.run(case_view(spark), args)
+    before = {q: read_gold(tmp_path / "gold" / q) for q in job.QUERIES}
     for query in job.QUERIES:
-        last_written = DeltaTable(str(root / "gold" / query)).transaction_version(job.APP_IDS[query])
-        checkpoint = root / "checkpoints" / query
-        (checkpoint / "commits" / str(last_written)).unlink()  # it ran, its end was not recorded
+        last_written = DeltaTable(str(tmp_path / "gold" / query)).transaction_version(job.APP_IDS[query])
+        checkpoint = tmp_path / "checkpoints" / query
+        forget(checkpoint / "commits", last_written)  # it ran, its end was not recorded
         for log in ("offsets", "commits"):
             for batch in (checkpoint / log).iterdir():
                 if batch.name.isdigit() and int(batch.name) > last_written:
-                    batch.unlink()
-    args = job.parse_args(job_args(case / "silver", root, "--io", "deltalake", "--trigger", "available-now"))
+                    forget(checkpoint / log, int(batch.name))
     job.run(case_view(spark), args)
     job.run(case_view(spark), args)
     for query, rows in before.items():
-        assert_gold_equal(read_gold(root / "gold" / query), rows)
+        assert rows.height > 0
+        assert_gold_equal(read_gold(tmp_path / "gold" / query), rows)
+
+
+def forget(log: Path, batch: int) -> None:
+    """Remove a batch's entry from a checkpoint log, with its checksum file."""
+    (log / str(batch)).unlink()
+    (log / f".{batch}.crc").unlink(missing_ok=True)
+
+
+def small_silver(path: Path) -> Path:
+    """16 minutes of synthetic Silver in 8 commits, partitioned by a column whose values
+    need URI encoding (the directory is origin_country=United%20Kingdom, its path in the
+    log URI-encoded once more): both seed queries close windows in it."""
+    renamed = {"France": "Côte d'Ivoire", "Germany": "United Kingdom"}
+    frames = (f.with_columns(pl.col("origin_country").replace(renamed))
+              for f in synth_commit_frames(8, 60, seed=3, commit_interval_s=120.0))
+    append_commits(path, frames, partition_by=["origin_country"])
+    assert "origin_country=United%2520Kingdom/" in (path / "_delta_log" / f"{0:020d}.json").read_text()
+    return path
 
 
 def test_gold_writer_skips_a_batch_gold_recorded(spark, job: types.ModuleType, tmp_path: Path) -> None:
@@ -198,13 +217,7 @@ def test_job_command_line_on_partitioned_silver(tmp_path: Path) -> None:
     values need URI encoding (taken from the log, not the files): its Gold is goldstream's."""
     if shutil.which("java") is None:
         pytest.fail("Spark needs Java 17: install it (apt-get install openjdk-17-jre-headless)")
-    silver = tmp_path / "silver"
-    renamed = {"France": "Côte d'Ivoire", "Germany": "United Kingdom"}
-    frames = (f.with_columns(pl.col("origin_country").replace(renamed))
-              for f in synth_commit_frames(8, 60, seed=3, commit_interval_s=120.0))
-    append_commits(silver, frames, partition_by=["origin_country"])
-    # the directory is origin_country=United%20Kingdom, its path in the log URI-encoded once more
-    assert "origin_country=United%2520Kingdom/" in (silver / "_delta_log" / f"{0:020d}.json").read_text()
+    silver = small_silver(tmp_path / "silver")
     job_file = tmp_path / "job.py"
     goldstream("export", "spark", "--config", str(EXAMPLE_CONFIG), "--out", str(job_file))
     out = tmp_path / "spark"
