@@ -278,7 +278,7 @@ class SourceSpec(_Strict):
     poll_interval: Duration = timedelta(seconds=5)
     max_commits_per_batch: Count = 100
     max_files_per_batch: Count = 1000
-    max_rows_per_batch: Count = 5_000_000
+    max_rows_per_batch: Count = 1_000_000
     # A batch's rows are read and aggregated in chunks of at most this many rows (whole files,
     # or row ranges of a larger file), so memory follows the chunk, not the commit: one huge
     # commit is still one step of the watermark, but never has to fit in memory at once.
