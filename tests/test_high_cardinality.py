@@ -12,13 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from gold_compare import assert_gold_equal
+from reference import read_delta_commits, reference_gold_frame
+
 from goldstream.config import load_settings, with_overrides
 from goldstream.demo.synth import synth_commit_frames
 from goldstream.engine import state
 from goldstream.runner import Pipeline
-from reference import read_delta_commits, reference_gold_frame
 from testsupport.gold import read_gold
 from testsupport.silver import FastSilver
 

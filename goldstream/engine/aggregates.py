@@ -46,9 +46,6 @@ class AggregateSet:
     def update(self) -> list[pl.Expr]:
         return [e for a in self.aggregates for e in a.update()]
 
-    def state_fields(self) -> list[str]:
-        return [f for a in self.aggregates for f in a.state_fields()]
-
     def merge(self, frame: pl.DataFrame, group: list[str], *extra: pl.Expr) -> pl.DataFrame:
         """State rows → one state row per `group`, with `extra` aggregates alongside."""
         inputs = [e for a in self.aggregates for e in a.merge_inputs(group)]

@@ -15,11 +15,11 @@ from typing import ClassVar
 import polars as pl
 
 from goldstream.functions.base import (
+    ANY_TYPE,
     DECIMAL,
     NUMERIC,
     ORDERED,
     TEMPORAL,
-    ANY_TYPE,
     Arguments,
     Function,
     sql_column,
