@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -38,16 +39,6 @@ from goldstream.functions.registry import FUNCTION_NAMES, build, check_arguments
 from goldstream.identifiers import Identifier, collision_message, first_collision
 from goldstream.identity import check_apart
 
-def _require(td: timedelta | None, name: str, *, positive: bool) -> None:
-    """Raise the rule a duration field breaks, in the config's own notation."""
-    if td is None:
-        return
-    if positive and td <= timedelta(0):
-        raise ValueError(f"{name} must be positive, got {format_duration(td)}")
-    if td < timedelta(0):
-        raise ValueError(f"{name} must not be negative, got {format_duration(td)}")
-
-
 MAX_DURATION = timedelta(days=36500)  # longer is a typo, and overflows a thread's wait
 
 
@@ -59,6 +50,23 @@ def _bounded(td: timedelta) -> timedelta:
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_bounded),
                      PlainSerializer(format_duration)]
+
+
+def _positive(td: timedelta, info: ValidationInfo) -> timedelta:
+    if td <= timedelta(0):
+        raise ValueError(f"{info.field_name} must be positive, got {format_duration(td)}")
+    return td
+
+
+def _not_negative(td: timedelta, info: ValidationInfo) -> timedelta:
+    if td < timedelta(0):
+        raise ValueError(f"{info.field_name} must not be negative, got {format_duration(td)}")
+    return td
+
+
+# The one rule each duration field states in its type, named in the config's own notation.
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
+NonNegativeDuration = Annotated[Duration, AfterValidator(_not_negative)]
 
 
 def _text(value: str) -> str:
@@ -80,7 +88,8 @@ Count = Annotated[int, Field(ge=1, le=2**31 - 1)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A field's docstring is its description: docs/reference/configuration.md is made from them.
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class WindowSpec(_Strict):
@@ -88,9 +97,13 @@ class WindowSpec(_Strict):
     session (per key, ended by `gap` without a row; its length follows the data)."""
 
     kind: Literal["tumbling", "sliding", "session"]
+    """The window's shape."""
     size: Duration | None = None
+    """Length of a tumbling or sliding window, whole milliseconds (e.g. `"1m"`)."""
     slide: Duration | None = None
+    """How far a sliding window moves; `size` must be a multiple of it."""
     gap: Duration | None = None
+    """A session window: a key's session ends once no row of it came for this long."""
 
     @model_validator(mode="after")
     def _check(self) -> WindowSpec:
@@ -152,16 +165,27 @@ class AggregateSpec(_Strict):
     that function takes (each function declares which, and their rules)."""
 
     name: Identifier
+    """The Gold column it fills."""
     fn: AggFn
+    """The function (docs/reference/functions.md lists them and their arguments)."""
     where: str | None = None
+    """A Spark SQL condition on Silver rows: only rows where it is true count (`FILTER (WHERE ...)`)."""
     column: Text | None = None
+    """The Silver column the function reads."""
     equals: bool | float | str | None = None
+    """`count_if`: count rows whose `column` equals this value."""
     above: float | None = None
+    """`count_if`: count rows whose `column` is strictly above this (NaN is above every bound)."""
     below: float | None = None
+    """`count_if`: count rows whose `column` is strictly below this."""
     p: float | None = None
+    """`percentile`: the fraction, from 0 to 1."""
     by: Text | None = None
+    """`max_by` / `min_by`: the Silver column whose greatest / least value picks the row."""
     numerator: list[str] | None = None
+    """`ratio`: aggregates declared before this one, summed (a null counts as 0)."""
     denominator: str | None = None
+    """`ratio`: an aggregate declared before this one; zero or null gives null."""
 
     @model_validator(mode="after")
     def _check(self) -> AggregateSpec:
@@ -173,44 +197,37 @@ class QuerySpec(_Strict):
     """One streaming query: Silver → windowed aggregate → its own Gold table."""
 
     name: Identifier
+    """The query's name: its Gold table is `<gold_root>/<name>`, its application id `goldstream-<name>`."""
     event_time: Text = "event_timestamp"
+    """The Silver timestamp column that places a row in windows."""
     keys: list[Identifier] = Field(default_factory=list)
+    """Silver columns to group by, besides the window (a null is a group of its own)."""
     window: WindowSpec
-    watermark_delay: Duration
+    """`{ kind = "tumbling", size = "1m" }`, `{ kind = "sliding", size = "5m", slide = "1m" }` or `{ kind = "session", gap = "5m" }`."""
+    watermark_delay: NonNegativeDuration
+    """How far the watermark trails the largest event time seen (Spark's `withWatermark`), whole milliseconds."""
     aggregates: list[AggregateSpec] = Field(min_length=1)
-    # Spark SQL condition on Silver rows: those failing it are not input to this query (they
-    # move no watermark, as with Spark's filter before withWatermark) and are counted.
+    """The output columns after the window and keys, in order."""
     filter: str | None = None
+    """A Spark SQL condition on Silver rows: rows failing it are not input to this query (they move no watermark, as with Spark's filter before `withWatermark`) and are counted."""
     app_id: Text | None = None
+    """The application id of the Delta `txn` offsets in Gold (default `goldstream-<name>`)."""
     gold_path: Text | None = None
+    """This query's Gold table, instead of `<gold_root>/<name>`."""
     late_sink: Text | None = None
-    idle_timeout: Duration | None = None
-    # Opt-in departure from Spark: rows whose event time is more than this ahead of the
-    # time their Silver commit was written are refused (late sink, counted as late)
-    # instead of moving the watermark. Overrides [source] max_event_time_skew.
-    max_event_time_skew: Duration | None = None
-    # A Gold table that another application id already wrote to is refused unless this is
-    # true (e.g. several streams deliberately appending to one table).
+    """A Delta table that receives the rows dropped as late, with the window they missed (not Spark's behaviour: the export refuses it)."""
+    idle_timeout: PositiveDuration | None = None
+    """Opt-in, not Spark's behaviour: with no new Silver commit for this long, event time is assumed to go on at wall-clock speed from the last event seen, so the watermark moves and windows close when traffic stops."""
+    max_event_time_skew: NonNegativeDuration | None = None
+    """Opt-in departure from Spark: rows whose event time is more than this ahead of the time their Silver commit was written are refused (late sink, counted as late) instead of moving the watermark. Overrides `[source] max_event_time_skew`."""
     allow_foreign_gold: bool = False
+    """Accept a Gold table that another application id already wrote to (e.g. several streams deliberately appending to one table)."""
 
     @field_validator("watermark_delay")
     @classmethod
-    def _non_negative(cls, v: timedelta) -> timedelta:
-        _require(v, "watermark_delay", positive=False)
+    def _whole_ms(cls, v: timedelta) -> timedelta:
         if to_us(v) % 1000 != 0:
             raise ValueError("watermark_delay must be whole milliseconds")
-        return v
-
-    @field_validator("idle_timeout")
-    @classmethod
-    def _positive_idle(cls, v: timedelta | None) -> timedelta | None:
-        _require(v, "idle_timeout", positive=True)
-        return v
-
-    @field_validator("max_event_time_skew")
-    @classmethod
-    def _skew(cls, v: timedelta | None) -> timedelta | None:
-        _require(v, "max_event_time_skew", positive=False)
         return v
 
     @model_validator(mode="after")
@@ -273,27 +290,30 @@ def _parse_starting_version(v: Any) -> Any:
 
 
 class SourceSpec(_Strict):
+    """The Silver table every query reads, and how it is tailed."""
+
     path: Text = "./data/silver"
+    """The Silver Delta table: a local path or an `s3://bucket/prefix` URI."""
     starting_version: Annotated[StartingVersion, BeforeValidator(_parse_starting_version)] = "earliest"
-    poll_interval: Duration = timedelta(seconds=5)
+    """Where a query with no Gold yet starts: `"earliest"` (the whole table, then tail), `"latest"` (only commits after start), a version number, or an RFC 3339 timestamp (the first commit at or after it)."""
+    poll_interval: PositiveDuration = timedelta(seconds=5)
+    """`run` looks for new Silver commits this often."""
     max_commits_per_batch: Count = 100
+    """At most this many Silver commits in one batch (a commit is never split)."""
     max_files_per_batch: Count = 1000
+    """At most this many data files in one batch (a commit is never split)."""
     max_rows_per_batch: Count = 1_000_000
-    # A batch's rows are read and aggregated in chunks of at most this many rows (whole files,
-    # or row ranges of a larger file), so memory follows the chunk, not the commit: one huge
-    # commit is still one step of the watermark, but never has to fit in memory at once.
-    # 2^20 is delta-rs's row-group size, so its files are sliced on row-group boundaries.
+    """At most this many rows in one batch (a commit is never split): bounds memory during catch-up."""
     max_rows_per_chunk: Count = 1_048_576
+    """A batch's rows are read and aggregated in chunks of at most this many rows (whole files, or row ranges of a larger file), so memory follows the chunk, not the commit; 2^20 is delta-rs's row-group size."""
     skip_change_commits: bool = False
-    # `run` waits this long for a missing Silver table to appear ("0s": forever), logging
-    # every 30 s; `replay` never waits. A typo in the path then shows up in
-    # the logs instead of a crash loop, and a stream can be deployed before its source.
-    wait_for_table_timeout: Duration = timedelta(0)
-    # Default for every query's max_event_time_skew (see QuerySpec).
-    max_event_time_skew: Duration | None = None
-    # A commit whose largest event time is this far past the wall clock still moves the
-    # watermark (Spark's rule) but is reported: a WARNING, a metric, and `status`.
-    future_event_time_warning: Duration = timedelta(days=1)
+    """Skip (and count) commits that remove or rewrite data, as Spark's `skipChangeCommits`; without it such a commit stops the query with an error naming its version."""
+    wait_for_table_timeout: NonNegativeDuration = timedelta(0)
+    """`run` waits this long for a missing Silver table to appear (`"0s"`: forever), logging every 30 s; `replay` never waits."""
+    max_event_time_skew: NonNegativeDuration | None = None
+    """Default for every query's `max_event_time_skew`."""
+    future_event_time_warning: PositiveDuration = timedelta(days=1)
+    """A commit whose largest event time is this far past the wall clock still moves the watermark (Spark's rule) but is reported: a WARNING, a metric and `status`."""
 
     @field_validator("starting_version")
     @classmethod
@@ -302,30 +322,15 @@ class SourceSpec(_Strict):
             raise ValueError(f"starting_version must not be negative, got {v}")
         return v
 
-    @field_validator("poll_interval", "future_event_time_warning")
-    @classmethod
-    def _positive_durations(cls, v: timedelta, info: Any) -> timedelta:
-        _require(v, info.field_name, positive=True)
-        return v
-
-    @field_validator("wait_for_table_timeout", "max_event_time_skew")
-    @classmethod
-    def _non_negative_durations(cls, v: timedelta | None, info: Any) -> timedelta | None:
-        _require(v, info.field_name, positive=False)
-        return v
 
 
 class SinkSpec(_Strict):
-    gold_root: Text = "./data/gold"
-    # `run`: an instance that finds another one owning its Gold tables stands by, and takes
-    # over once they have not moved for this long while Silver got new versions.
-    takeover_after: Duration = timedelta(minutes=10)
+    """Where the Gold tables go."""
 
-    @field_validator("takeover_after")
-    @classmethod
-    def _positive_takeover(cls, v: timedelta) -> timedelta:
-        _require(v, "takeover_after", positive=True)
-        return v
+    gold_root: Text = "./data/gold"
+    """A query's Gold table is `<gold_root>/<name>` unless it sets `gold_path`."""
+    takeover_after: PositiveDuration = timedelta(minutes=10)
+    """`run`: an instance that finds another one owning its Gold tables stands by, and takes over once they have not moved for this long while Silver got new versions."""
 
 
 # The shortest retention of files that compaction removed: a reader (a dashboard query, a
@@ -339,22 +344,20 @@ class MaintenanceSpec(_Strict):
     """Upkeep of every table goldstream writes (sink/maintenance.py): in `run` between
     batches, on this schedule; `goldstream maintain` does one full round now."""
 
-    enabled: bool = True  # in `run`; `maintain` works either way
-    compact_every: Duration = timedelta(hours=1)
-    vacuum_every: Duration = timedelta(days=1)
-    # Files compaction removed are deleted once older than this (Delta's default, 7 days).
+    enabled: bool = True
+    """Maintain in `run`, between batches; `goldstream maintain` works either way."""
+    compact_every: PositiveDuration = timedelta(hours=1)
+    """`run` starts a compaction round this often (the first one this long after start)."""
+    vacuum_every: PositiveDuration = timedelta(days=1)
+    """`run` starts a vacuum round this often."""
     retention: Duration = timedelta(days=7)
-    # Commit files older than this (and covered by a checkpoint) are deleted (Delta's default).
+    """Files compaction removed are deleted once older than this (Delta's default; at least 1 day, whole hours)."""
     log_retention: Duration = timedelta(days=30)
-    # Files smaller than this are compacted; a compacted file is at most about this large.
+    """Commit files older than this and covered by a checkpoint are deleted (Delta's default; at least 1 day, whole hours)."""
     target_file_size: Annotated[int, Field(ge=_MIB, le=1024 * _MIB)] = 64 * _MIB
-    checkpoint_every: Count = 100  # commits between log checkpoints (Delta's default)
-
-    @field_validator("compact_every", "vacuum_every")
-    @classmethod
-    def _positive_intervals(cls, v: timedelta, info: Any) -> timedelta:
-        _require(v, info.field_name, positive=True)
-        return v
+    """Bytes. Files smaller than this are compacted; a compacted file is at most about this large."""
+    checkpoint_every: Count = 100
+    """Commits between log checkpoints (Delta's default)."""
 
     @field_validator("retention", "log_retention")
     @classmethod
@@ -373,14 +376,22 @@ class StorageSpec(_Strict):
     """Non-secret storage settings; credentials only ever come from the environment."""
 
     endpoint: Text | None = None
+    """An S3-compatible endpoint URL (MinIO, SeaweedFS); default `AWS_ENDPOINT_URL` or AWS."""
     region: Text | None = None
+    """The bucket's region; default `AWS_REGION`."""
     allow_http: bool | None = None
+    """Allow a plain-http endpoint (set automatically for an `http://` endpoint)."""
 
 
 class ServerSpec(_Strict):
+    """`run`'s HTTP server: the status page, `/healthz`, `/readyz`, `/metrics`."""
+
     http_port: Annotated[int, Field(ge=0, le=65535)] = 9108
-    http_host: Text = "0.0.0.0"  # all interfaces, for probes in a pod; 127.0.0.1 keeps it local
+    """Its port; 0 turns the server off."""
+    http_host: Text = "0.0.0.0"
+    """The interface it listens on: all of them, for probes in a pod; `127.0.0.1` keeps it local."""
     health_stale_factor: Annotated[float, Field(gt=1, allow_inf_nan=False)] = 5.0
+    """`/healthz` answers 503 once nothing moved for this many `poll_interval`s."""
 
 
 class Settings(BaseSettings):
@@ -391,9 +402,11 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="forbid",
         frozen=True,
+        use_attribute_docstrings=True,
     )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Logs are JSON lines on stdout (readable lines on a terminal) from this level up."""
     source: SourceSpec = SourceSpec()
     sink: SinkSpec = SinkSpec()
     storage: StorageSpec = StorageSpec()
