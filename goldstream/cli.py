@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Callable, NoReturn, Optional
 
 import typer
 
 from goldstream.errors import ConfigError, GoldstreamError
+from goldstream.units import count, plural, size
 
 # No pretty tracebacks with local variables: they would print settings and client objects.
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Lightweight stream processor: Delta Silver → windowed aggregates → Delta Gold, exactly once.")
 log = logging.getLogger("goldstream")
 
@@ -224,8 +227,9 @@ def maintain(
         for (name, kind), r in reports.items():
             verb = "would compact" if dry_run else "compacted"
             vacuumed = "would vacuum" if dry_run else "vacuumed"
-            typer.echo(f"{name} {kind}: {r.files_before} data files -> {r.files_after}; {verb} {r.compacted} files "
-                       f"({r.bytes_rewritten} bytes); {vacuumed} {len(r.vacuumed)} files"
+            typer.echo(f"{name} {kind} table: {plural(r.files_before, 'data file')} -> {count(r.files_after)}; "
+                       f"{verb} {plural(r.compacted, 'file')} ({size(r.bytes_rewritten)}); "
+                       f"{vacuumed} {plural(len(r.vacuumed), 'file')}"
                        + ("; a compaction lost a race with another writer: run again" if r.gave_up else ""))
 
     _guarded(go)
@@ -318,25 +322,35 @@ def copy_gold(
         settings = _settings(config, silver, gold_root)
         setup_logging(settings.log_level)
         rows = copy(settings, query, to, Storage.from_env(settings.storage))
-        typer.echo(f"copied {rows} Gold rows and the offsets of query {query!r} into {to}; set its gold_path "
+        typer.echo(f"copied {plural(rows, 'Gold row')} and the offsets of query {query!r} into {to}; set its gold_path "
                    "to that path and restart it")
 
     _guarded(go)
 
 
 @app.command("validate-config")
-def validate_config(config: Annotated[Path, typer.Argument(help="TOML configuration file")]) -> None:
+def validate_config(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML configuration file")] = None,
+    file: Annotated[Optional[Path], typer.Argument(help="the same file, given without --config",
+                                                   show_default=False)] = None,
+) -> None:
     """Check a configuration file (and GOLDSTREAM_* overrides) without touching storage."""
     import os
 
     from goldstream.durations import format_duration as fmt
 
+    if (config is None) == (file is None):
+        _fail(ConfigError("validate-config checks one file: give it as --config FILE"
+                          + (" (not also as an argument)" if config is not None else "")))
+    config = config or file
+    assert config is not None
+
     def go() -> None:
         settings = _load_settings(config)  # pydantic only: no storage client is created
         src, srv = settings.source, settings.server
         typer.echo(f"source {src.path}: starting at {src.starting_version}, poll every {fmt(src.poll_interval)}, "
-                   f"at most {src.max_commits_per_batch} commits / {src.max_files_per_batch} files / "
-                   f"{src.max_rows_per_batch} rows per batch")
+                   f"at most {count(src.max_commits_per_batch)} commits / {count(src.max_files_per_batch)} files / "
+                   f"{count(src.max_rows_per_batch)} rows per batch")
         for q in settings.queries:
             w = q.window
             typer.echo(f"query {q.name}: {w.kind} window {w.extent}, watermark delay "
@@ -398,12 +412,47 @@ def generate_silver(
     = None,
 ) -> None:
     """Write a seeded OpenSky-like synthetic Silver table (one Delta commit per batch)."""
-    from goldstream.storage import Storage
-    from goldstream.demo.synth import generate_silver as gen
+    import time
 
-    summary = gen(out, commits, rows_per_commit, seed, commit_interval_s=commit_interval,
-                  storage_options=Storage.from_env().delta_options(out), aircraft=aircraft)
-    typer.echo(f"wrote {summary}")
+    from goldstream.demo.synth import generate_silver as gen
+    from goldstream.storage import Storage
+
+    started = time.monotonic()
+    with _commit_progress(commits, rows_per_commit) as on_commit:
+        s = gen(out, commits, rows_per_commit, seed, commit_interval_s=commit_interval,
+                storage_options=Storage.from_env().delta_options(out), aircraft=aircraft, on_commit=on_commit)
+    span = ("no event time" if s.first_event_time is None or s.last_event_time is None else
+            f"event time {s.first_event_time:%Y-%m-%d %H:%M:%S} to {s.last_event_time:%Y-%m-%d %H:%M:%S} UTC")
+    empty = f" ({count(s.empty_commits)} of them empty)" if s.empty_commits else ""
+    typer.echo(f"wrote {plural(s.versions_written, 'Silver commit')}{empty} with {plural(s.rows_written, 'row')} "
+               f"to {out}: {span}, in {time.monotonic() - started:,.1f} s")
+
+
+@contextlib.contextmanager
+def _commit_progress(total: int, rows_per_commit: int) -> Iterator[Callable[[int, int], None]]:
+    """Progress of a long generation: a bar on a terminal, else a line on stderr every few
+    seconds (a short run prints nothing but its summary)."""
+    import time
+
+    if sys.stderr.isatty():
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn("generating Silver"), BarColumn(), MofNCompleteColumn(), TextColumn("commits"),
+                      TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task("commits", total=total)
+            yield lambda done, rows: bar.update(task, completed=done)
+        return
+    last = time.monotonic()
+
+    def line(done: int, rows: int) -> None:
+        nonlocal last
+        if time.monotonic() - last >= 5 and done < total:
+            last = time.monotonic()
+            typer.echo(f"generating Silver: {count(done)} of {count(total)} commits, {plural(rows, 'row')} so far",
+                       err=True)
+
+    yield line
 
 
 @app.command()
@@ -433,7 +482,7 @@ def demo(
     raise typer.Exit(_guarded(lambda: run_demo(opts)) or 0)
 
 
-export_app = typer.Typer(no_args_is_help=True, help="Write the configured queries as a job for another engine.")
+export_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Write the configured queries as a job for another engine.")
 app.add_typer(export_app, name="export")
 
 
@@ -466,9 +515,10 @@ def _print_summary(rows: list[dict[str, Any]], as_json: bool) -> None:
         return
     for r in rows:
         typer.echo(
-            f"{r['query']}: {r['commits_read']} commits read, {r['rows_in']} rows in, {r['rows_late']} late, "
-            f"{r['rows_null_event_time']} without event time, {r['windows_emitted']} windows emitted -> "
-            f"{r['gold']}; Silver version {r['silver_version']}, watermark {r['watermark']}"
+            f"{r['query']}: {plural(r['commits_read'], 'commit')} read, {plural(r['rows_in'], 'row')} in, "
+            f"{count(r['rows_late'])} late, {count(r['rows_null_event_time'])} without event time, "
+            f"{plural(r['windows_emitted'], 'window')} emitted -> {r['gold']}; Silver version "
+            f"{r['silver_version']}, watermark {r['watermark']}"
         )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +67,20 @@ def series(gold: pl.DataFrame, q: QuerySpec, metric: str, top: int) -> dict[str,
     return {k: list(data.filter(pl.col("key") == k).select("window_end", "value").iter_rows()) for k in leaders}
 
 
+def with_gaps(points: list[tuple[Any, float | None]], step: timedelta | None) -> list[tuple[Any, float | None]]:
+    """`points` with a None (a break in the line) after each window a key has no row in, so a
+    line never bridges windows where the key was absent. Windows end every `step` (their
+    slide); session windows have no grid (None): their points are drawn as they are."""
+    if step is None:
+        return points
+    out: list[tuple[Any, float | None]] = []
+    for point in points:
+        if out and point[0] - out[-1][0] > step:
+            out.append((out[-1][0] + step, None))
+        out.append(point)
+    return out
+
+
 def _figure(q: QuerySpec, metric: str, lines: dict[str, list[tuple[Any, float | None]]]) -> Figure:
     try:
         import matplotlib
@@ -79,8 +94,9 @@ def _figure(q: QuerySpec, metric: str, lines: dict[str, list[tuple[Any, float | 
     figure = Figure(figsize=SIZE_IN, dpi=DPI, layout="constrained")
     ax = figure.add_subplot()
     marker = "o" if max(map(len, lines.values())) <= 60 else None  # dots while they stay apart
+    step = None if q.window.kind == "session" else q.window.slide_value
     for i, (key, points) in enumerate(lines.items()):
-        times, values = zip(*points, strict=True)
+        times, values = zip(*with_gaps(points, step), strict=True)
         (line,) = ax.plot(times, [math.nan if v is None else v for v in values], label=key,
                           marker=marker, markersize=3, linewidth=1.5)
         line.set_gid(f"series-{i}")

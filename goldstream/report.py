@@ -19,6 +19,7 @@ from deltalake.exceptions import TableNotFoundError
 
 from goldstream.config import QuerySpec, Settings
 from goldstream.runner import Pipeline
+from goldstream.units import plural, size
 from goldstream.runner.status import fmt_span_us, fmt_us
 from goldstream.storage import Storage
 from goldstream.tables import span
@@ -69,7 +70,7 @@ def status_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
         "event-time lag": [span(r["lag_seconds"]) for r in rows],
         "watermark": [when(r["watermark"], 23) for r in rows],
         "open windows": [r["open_windows"] for r in rows],
-        "state": [f"{r['state_rows']:,} rows, {r['state_bytes'] / 2**20:,.1f} MiB" for r in rows],
+        "state": [f"{plural(r['state_rows'], 'row')}, {size(r['state_bytes'])}" for r in rows],
         "late rows": [r["late_rows"] for r in rows],
         "last Gold commit": [when(r["last_gold_commit"], 19) for r in rows],
         "gold": [r["gold"] for r in rows],

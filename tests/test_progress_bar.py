@@ -24,7 +24,7 @@ def test_replay_shows_a_bar_on_a_terminal_and_log_lines_otherwise(tmp_path: Path
     seen = ANSI.sub("", run_on_terminal("replay", "--config", str(cfg), size=(30, 140))).replace("\r", "\n")
     bars = re.findall(r"replay .* (\d+)/(\d+) versions [\d,]+ rows/s event time 2024-06-01 \d\d:\d\d:\d\d", seen)
     assert bars and bars[-1] == (str(table.version + 1),) * 2, seen
-    assert re.search(rf"^country_anomalies: {table.version + 1} commits read, [\d]+ rows in", seen, re.M), seen
+    assert re.search(rf"^country_anomalies: {table.version + 1} commits read, [\d,]+ rows in", seen, re.M), seen
     assert not re.search(r"batch (?:[2-9]|1\d):", seen), "per-batch lines are what the bar stands for"
 
     piped = goldstream("replay", "--config", str(cfg), "--gold-root", str(tmp_path / "gold2"), "--json")

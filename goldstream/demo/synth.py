@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -487,6 +487,7 @@ def generate_silver(
     commit_interval_s: float = 10.0,
     storage_options: dict[str, str] | None = None,
     aircraft: int | None = None,
+    on_commit: Callable[[int, int], None] | None = None,
 ) -> SynthSummary:
     """Write `commits` Delta append commits of synthetic Silver to `out` (path or s3://).
 
@@ -495,12 +496,13 @@ def generate_silver(
     rows" case the watermark rule must handle. The first write creates the table with
     the full schema even when its frame is empty, because the frame carries the schema.
     If `out` already holds a table the commits are appended after its last version.
+    `on_commit(commits_written, rows_written)` is called after each commit (a progress bar).
     """
     from deltalake import (
         write_deltalake,  # deferred: only writers need the Rust binding
     )
 
-    rows = empty = 0
+    rows = empty = written = 0
     lows: list[datetime] = []
     highs: list[datetime] = []
     for frame in synth_commit_frames(
@@ -513,6 +515,9 @@ def generate_silver(
         if ts.len():
             lows.append(ts.min())  # type: ignore[arg-type]
             highs.append(ts.max())  # type: ignore[arg-type]
+        written += 1
+        if on_commit is not None:
+            on_commit(written, rows)
     return SynthSummary(
         versions_written=commits,
         rows_written=rows,
