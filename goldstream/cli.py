@@ -470,6 +470,8 @@ def demo(
                                                   "(default: live view on a terminal)", show_default=False)] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="where the traffic wheel and its conversion are cached "
                                                       "(default ~/.cache/goldstream)")] = None,
+    http_port: Annotated[int, typer.Option(min=0, max=65535, help="the status page on http://127.0.0.1:PORT/ "
+                                           "(0: off; a busy port falls back to a free one)")] = 9108,
 ) -> None:
     """Stream real OpenSky traffic into Silver, run both seed queries live, show the Gold windows."""
     from goldstream.demo.run import DemoOptions, run_demo
@@ -478,7 +480,7 @@ def demo(
         _fail(ConfigError(f"--data {data!r}: use auto, opensky or synthetic"))
     opts = DemoOptions(workdir=workdir, data=data, commit_every_s=commit_every,  # type: ignore[arg-type]
                        duration_s=duration, max_commits=max_commits, cache_dir=cache_dir,
-                       live=None if plain is None else not plain)
+                       live=None if plain is None else not plain, http_port=http_port)
     raise typer.Exit(_guarded(lambda: run_demo(opts)) or 0)
 
 

@@ -41,6 +41,7 @@ class DemoOptions:
     max_commits: int | None = None
     cache_dir: Path | None = None
     live: bool | None = None  # None: a Rich live view on a terminal, plain lines otherwise
+    http_port: int = 9108  # the status page (0: off); a busy port falls back to a free one
 
 
 @dataclass

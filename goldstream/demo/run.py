@@ -77,7 +77,6 @@ def write_config(workdir: Path, silver: Path, gold: Path, poll_interval_s: float
         "path": json.dumps(str(silver.resolve())),
         "gold_root": json.dumps(str(gold.resolve())),
         "poll_interval": json.dumps(f"{round(poll_interval_s * 1000)}ms"),
-        "http_port": "0",
     }
     for key, value in edits.items():
         text, n = re.subn(rf"^{key}\s*=\s*\S+", f"{key} = {value}", text, count=1, flags=re.M)
@@ -134,6 +133,7 @@ class Demo:
         live = sys.stdout.isatty() if opts.live is None else opts.live
         self.view = DemoView(opts, self.t0, live=live)
         self.phase: Phase | None = None
+        self.server: Any = None  # the status page's server, once started
         self.warmup: tuple[str, float] | None = None  # (title of the warm-up data, seconds) once replaced
 
     # -- lifecycle --
@@ -150,6 +150,9 @@ class Demo:
                 signal.signal(s, h)
             if self.phase is not None:
                 self.phase.feeder.stop()
+            if self.server is not None:
+                self.server.shutdown()
+                self.server.server_close()
         self.view.print_summary(self.phase, self.warmup, self.loader, interrupted=self.stop_event.is_set())
         return 0
 
@@ -229,10 +232,41 @@ class Demo:
         phase = Phase(data, feeder, pipeline, config, final)
         self.view.begin(phase)
         pipeline.progress.add_listener(self.view.on_progress)
+        self._serve_status_page(pipeline)
         pipeline.start()
         feeder.start()
         log.info("demo streaming %s into %s", data.title, silver)
         return phase
+
+
+    def _serve_status_page(self, pipeline: Any) -> None:
+        """The status page of this phase's pipeline on 127.0.0.1 (the same port across the
+        switch to real data), its URL said once; a busy port falls back to a free one."""
+        if not self.opts.http_port:
+            return
+        from goldstream.server import stale_after_s, start_http_server
+        from goldstream.web.app import attach
+
+        port = self.opts.http_port
+        if self.server is not None:
+            port = self.server.server_address[1]
+            self.server.shutdown()
+            self.server.server_close()
+
+        def serve(on: int) -> Any:
+            return start_http_server(pipeline.status, pipeline.progress.metrics.registry,
+                                     stale_after_s(pipeline.settings), on, "127.0.0.1",
+                                     page=attach(pipeline.settings, pipeline.progress, pipeline.status))
+
+        first = self.server is None
+        try:
+            self.server = serve(port)
+        except ConfigError:
+            self.server = serve(0)
+            if first:
+                self.view.note(f"port {port} is busy: serving the status page on a free port")
+        if first:
+            self.view.note(f"status page: http://127.0.0.1:{self.server.server_address[1]}/")
 
 
 def run_demo(opts: DemoOptions) -> int:
