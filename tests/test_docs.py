@@ -59,3 +59,15 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
             external.add(m.group(1))
     assert external == set(), f"assets loaded from the internet: {sorted(external)}"
     assert (site / "reference" / "functions.html").is_file()
+
+
+def test_screenshots_are_retaken_by_a_script(tmp_path: Path) -> None:
+    """docs/screenshots.py photographs a live demo's status page and plots its Gold."""
+    import struct
+
+    import screenshots
+
+    page, plot = screenshots.take(tmp_path, "synthetic", commits=60, history=5)
+    for png, size in ((page, (1400, 1800)), (plot, (1000, 500))):
+        data = png.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24]) == size

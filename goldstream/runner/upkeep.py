@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Callable
 
-from deltalake.exceptions import CommitFailedError
 
 from goldstream.columns import LATE_MISSED_WINDOW_END, LATE_VERSION, WINDOW_START
 from goldstream.config import MaintenanceSpec, QuerySpec, Settings
@@ -198,22 +197,15 @@ class Upkeep:
 
     def _tidy_log(self, table: Table) -> None:
         m = table.maintenance
-        try:
-            m.configure_log(self.spec.checkpoint_every, self.spec.log_retention)
-            m.checkpoint()
-            m.clean_log()
-        except CommitFailedError as err:  # a property change lost a race with an append: next round
-            log.info("%s: log maintenance given up (%s); the next round does it", m.what, err)
+        m.configure_log(self.spec.checkpoint_every, self.spec.log_retention)  # a lost race: the next round
+        m.checkpoint()
+        m.clean_log()
 
     def _vacuum(self, table: Table) -> None:
         m = table.maintenance
         report = self.reports.setdefault(table.key, Report())
         t0 = time.perf_counter()
-        try:
-            report.vacuumed = m.vacuum(self.spec.retention, self.dry_run)
-        except CommitFailedError as err:
-            log.info("%s: vacuum given up (%s); the next round does it", m.what, err)
-            return
+        report.vacuumed = m.vacuum(self.spec.retention, self.dry_run)  # a lost race: nothing, the next round
         if not self.dry_run:
             self.metrics.files_vacuumed.labels(**table.labels).inc(len(report.vacuumed))
         self.metrics.maintenance_duration.labels(**table.labels, action="vacuum").observe(time.perf_counter() - t0)

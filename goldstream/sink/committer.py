@@ -277,9 +277,24 @@ class Committer:
         self.dt.alter.set_table_description(description, commit_properties=self._housekeeping())
         self.load()
 
-    def _housekeeping(self) -> CommitProperties:
+    def housekeep(self, action: str, write: Callable[[DeltaTable, CommitProperties], object],
+                  metadata: Mapping[str, str] | None = None) -> bool:
+        """One commit that changes the table but not its rows (a property, a vacuum), own and
+        tagged, on the current snapshot and never retried: when it loses a race with another
+        commit it changed nothing, this returns False and the next maintenance round does it."""
+        assert self.dt is not None
+        try:
+            write(self.dt, self._housekeeping(metadata))
+        except CommitFailedError as err:
+            log.info("%s: %s given up (%s); the next round does it", self.what, action, err)
+            return False
+        self.load()
+        return True
+
+    def _housekeeping(self, metadata: Mapping[str, str] | None = None) -> CommitProperties:
         """Properties of a commit that changes the table but not its rows (own, tagged)."""
-        return CommitProperties(custom_metadata={APP_ID: self.app_id, TAG: uuid.uuid4().hex}, max_commit_retries=0)
+        return CommitProperties(custom_metadata={**(metadata or {}), APP_ID: self.app_id, TAG: uuid.uuid4().hex},
+                                max_commit_retries=0)
 
     # -- committing -----------------------------------------------------------------------
 

@@ -40,7 +40,7 @@ from typing import Any, Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import DeltaTable, write_deltalake
 from deltalake.transaction import AddAction, RemoveAction
 
 from goldstream.sink.committer import APP_ID, TAG, Committer, Fence
@@ -184,8 +184,9 @@ class TableMaintenance:
                   LOG_RETENTION: f"interval {int(log_retention.total_seconds())} seconds"}
         config = dt.metadata().configuration
         changed = {k: v for k, v in wanted.items() if config.get(k) != v}
-        if changed:
-            self.committer.set_properties(changed)
+        if changed and self.committer.housekeep(
+                "setting table properties",
+                lambda table, props: table.alter.set_table_properties(changed, commit_properties=props)):
             log.info("%s: table properties set: %s", self.what, changed)
 
     def checkpoint(self) -> int | None:
@@ -217,10 +218,12 @@ class TableMaintenance:
         committed) that are older than `retention`; return them (those that would be, in a
         dry run). The minimum retention is the configuration's to enforce (see config.py):
         delta-rs' own check reads another table property."""
-        props = CommitProperties(custom_metadata={MAINTENANCE: "vacuum", APP_ID: self.committer.app_id,
-                                                  TAG: uuid.uuid4().hex})
-        return list(self._table().vacuum(retention_hours=int(retention.total_seconds() // 3600), dry_run=dry_run,
-                                         enforce_retention_duration=False, full=True, commit_properties=props))
+        self._table()  # the fence: only the owner vacuums
+        deleted: list[str] = []
+        self.committer.housekeep("vacuum", lambda table, props: deleted.extend(table.vacuum(
+            retention_hours=int(retention.total_seconds() // 3600), dry_run=dry_run,
+            enforce_retention_duration=False, full=True, commit_properties=props)), {MAINTENANCE: "vacuum"})
+        return deleted
 
 
 def _stat_column(adds: pa.Table, kind: str, column: str) -> list[Any]:
