@@ -518,7 +518,8 @@ def _print_summary(rows: list[dict[str, Any]], as_json: bool) -> None:
     for r in rows:
         typer.echo(
             f"{r['query']}: {plural(r['commits_read'], 'commit')} read, {plural(r['rows_in'], 'row')} in, "
-            f"{count(r['rows_late'])} late, {count(r['rows_null_event_time'])} without event time, "
+            + (f"{count(r['rows_filtered'])} filtered out, " if r.get("rows_filtered") else "")
+            + f"{count(r['rows_late'])} late, {count(r['rows_null_event_time'])} without event time, "
             f"{plural(r['windows_emitted'], 'window')} emitted -> {r['gold']}; Silver version "
             f"{r['silver_version']}, watermark {r['watermark']}"
         )
