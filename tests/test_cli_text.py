@@ -80,3 +80,16 @@ def test_plot_breaks_a_line_where_a_key_has_no_rows() -> None:
     figure = _figure(q, "n", {"a": points[:3]})
     drawn = list(figure.axes[0].lines[0].get_ydata())
     assert len(drawn) == 4 and math.isnan(drawn[2]), "the line stops over the windows without rows"
+
+
+def test_replay_summary_is_a_sentence_with_separators_and_the_filtered_rows(capsys: pytest.CaptureFixture[str]) -> None:
+    from goldstream.cli import _print_summary
+
+    row = {"query": "q", "commits_read": 1, "rows_in": 96417, "rows_filtered": 3761, "rows_late": 1200,
+           "rows_null_event_time": 0, "windows_emitted": 2000, "gold": "./gold/q", "silver_version": 0,
+           "watermark": "2024-05-31T23:59:59.988Z"}
+    _print_summary([row, {**row, "rows_filtered": 0}], as_json=False)
+    with_filter, without = capsys.readouterr().out.splitlines()
+    assert with_filter == ("q: 1 commit read, 96,417 rows in, 3,761 filtered out, 1,200 late, 0 without event time, "
+                           "2,000 windows emitted -> ./gold/q; Silver version 0, watermark 2024-05-31T23:59:59.988Z")
+    assert "filtered" not in without
