@@ -49,3 +49,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             defs and defs[-1].scope == "module" for defs in info.name2fixturedefs.values())
         if shared and module not in SPREAD:
             item.add_marker(pytest.mark.xdist_group(module))
+
+
+@pytest.fixture(scope="session")
+def example_config() -> Path:
+    return EXAMPLE_CONFIG
+
+
+@pytest.fixture(autouse=True)
+def _no_goldstream_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests choose their own GOLDSTREAM_* overrides."""
+    for k in list(os.environ):
+        if k.startswith("GOLDSTREAM_"):
+            monkeypatch.delenv(k)
