@@ -18,6 +18,7 @@ from goldstream.units import count, plural, size
 
 # No pretty tracebacks with local variables: they would print settings and client objects.
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  context_settings={"max_content_width": 120},  # help as wide as the terminal, up to 120
                   help="Lightweight stream processor: Delta Silver → windowed aggregates → Delta Gold, exactly once.")
 log = logging.getLogger("goldstream")
 
@@ -98,7 +99,7 @@ def _install_stop_handlers(stop: Callable[[], None]) -> list[signal.Signals]:
     return received
 
 
-@app.command()
+@app.command(short_help="Process Silver up to a version, commit closed windows to Gold, exit.")
 def replay(
     config: ConfigOpt,
     silver: SilverOpt = None,
@@ -205,7 +206,7 @@ def run(
     _guarded(go)
 
 
-@app.command()
+@app.command(short_help="Compact, checkpoint, clean the log and vacuum every table once.")
 def maintain(
     config: ConfigOpt,
     silver: SilverOpt = None,
@@ -235,7 +236,7 @@ def maintain(
     _guarded(go)
 
 
-@app.command()
+@app.command(short_help="Per query: lag, watermark, open windows, late rows.")
 def status(
     config: ConfigOpt,
     silver: SilverOpt = None,
@@ -267,7 +268,7 @@ def status(
     _guarded(go)
 
 
-@app.command()
+@app.command(short_help="Gold's row counts, latest windows and top keys; or a plot.")
 def show(
     config: ConfigOpt,
     gold_root: GoldOpt = None,
@@ -304,7 +305,7 @@ def show(
     _guarded(go)
 
 
-@app.command("copy-gold")
+@app.command("copy-gold", short_help="Copy a query's Gold and offsets into a table with widened types.")
 def copy_gold(
     config: ConfigOpt,
     query: Annotated[str, typer.Option(help="the query whose Gold table is copied")],
@@ -328,7 +329,7 @@ def copy_gold(
     _guarded(go)
 
 
-@app.command("validate-config")
+@app.command("validate-config", short_help="Check a configuration without touching storage.")
 def validate_config(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML configuration file")] = None,
     file: Annotated[Optional[Path], typer.Argument(help="the same file, given without --config",
@@ -365,7 +366,7 @@ def validate_config(
     _guarded(go)
 
 
-@app.command()
+@app.command(short_help="Exit 0 if the local `run` answers /healthz, else 1.")
 def healthcheck(config: ConfigOpt) -> None:
     """Exit 0 if the local `run` answers /healthz with 200 on its configured port, else 1.
 
@@ -401,7 +402,7 @@ def healthcheck(config: ConfigOpt) -> None:
         unhealthy(f"{url} answered {status}")
 
 
-@app.command("generate-silver")
+@app.command("generate-silver", short_help="Write a seeded OpenSky-like synthetic Silver table.")
 def generate_silver(
     out: Annotated[str, typer.Option(help="Silver table URI to create or append to")],
     commits: Annotated[int, typer.Option(min=1)] = 60,
@@ -455,7 +456,7 @@ def _commit_progress(total: int, rows_per_commit: int) -> Iterator[Callable[[int
     yield line
 
 
-@app.command()
+@app.command(short_help="Live OpenSky traffic, both seed queries, their Gold and the status page.")
 def demo(
     workdir: Annotated[Path, typer.Option(help="workspace for the demo tables (its old demo tables are replaced)")]
     = Path("goldstream-demo"),

@@ -33,6 +33,12 @@ def test_help_renders_every_word_and_fits_100_columns() -> None:
         assert max(map(len, text.splitlines())) <= 100
 
 
+def test_command_list_shows_whole_sentences() -> None:
+    listing = goldstream("--help", env={"COLUMNS": "100"}).stdout.split("Commands:", 1)[1]
+    lines = [ln for ln in listing.splitlines() if ln.strip()]
+    assert len(lines) >= 11 and not [ln for ln in lines if ln.rstrip().endswith("...")], listing
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_that_reads_a_configuration_takes_config(command: str) -> None:
     assert re.search(r"^\s+-c, --config <path>", help_text(command), re.M), command
