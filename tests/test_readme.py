@@ -13,6 +13,7 @@ import os
 import re
 import shlex
 import shutil
+import site
 import subprocess
 import sys
 import venv
@@ -69,10 +70,14 @@ def test_readme_commands_in_order_on_a_fresh_checkout(tmp_path: Path) -> None:
     for name in source_files():
         (checkout / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, checkout / name)
-    # A venv that sees the installed dependencies (no downloads) but not this checkout.
+    # A venv that sees this environment's installed dependencies (no downloads; a .pth line
+    # adds their directories, so it works from a venv too, as in .ci/run) but not this checkout.
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, system_site_packages=True, with_pip=False)
+    venv.create(env_dir, with_pip=False)
     bin_dir = env_dir / "bin"
+    own = subprocess.run([str(bin_dir / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    Path(own, "dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GOLDSTREAM_", "PYTHONPATH", "VIRTUAL_ENV"))}
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
     python = str(bin_dir / "python")
