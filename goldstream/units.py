@@ -13,15 +13,16 @@ def count(n: int) -> str:
 
 
 def size(n_bytes: float) -> str:
-    """`3072` → `3.0 KiB`, `512` → `512 B`, `5_000_000` → `4.8 MiB`: the largest unit that
-    keeps the number at least 1, so a small size is never `0.0 MiB`."""
+    """`3072` → `3.0 KiB`, `512` → `512 B`, `5_000_000` → `4.8 MiB`: the next unit from 1,000
+    on (no `1000 B` beside `2.0 KiB`), so a number has at most three digits before its
+    point and a small size is never `0.0 MiB`. The status page formats bytes the same way."""
     value = float(n_bytes)
     unit = 0
-    while abs(value) >= 1024 and unit < len(_SIZE_UNITS) - 1:
+    while abs(value) >= 1000 and unit < len(_SIZE_UNITS) - 1:
         value /= 1024
         unit += 1
     if unit == 0:
-        return f"{int(value):,} B"
+        return f"{int(value)} B"
     return f"{value:,.1f} {_SIZE_UNITS[unit]}"
 
 

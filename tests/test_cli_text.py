@@ -69,7 +69,7 @@ def test_generate_silver_says_what_it_wrote_in_a_sentence(tmp_path: Path) -> Non
 
 def test_units_read_alike() -> None:
     assert count(96417) == "96,417"
-    assert size(3 * 1024) == "3.0 KiB" and size(512) == "512 B" and size(1000) == "1,000 B"
+    assert size(3 * 1024) == "3.0 KiB" and size(512) == "512 B" and size(999) == "999 B" and size(1000) == "1.0 KiB"
     assert size(5_000_000) == "4.8 MiB" and size(0) == "0 B" and size(3 * 2**30) == "3.0 GiB"
     assert plural(1, "commit") == "1 commit" and plural(2000, "commit") == "2,000 commits"
 
