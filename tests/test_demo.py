@@ -30,7 +30,9 @@ from testsupport.gold import read_gold, txn_version
 from terminal import run_on_terminal
 from testsupport.process import cli_env, goldstream, goldstream_argv
 
-FAST = ("--commit-every", "0.05")  # 20 commits a second: the tests need no suspense
+# 20 commits a second: the tests need no suspense; no status page (its default port 9108 is
+# left to people; tests/test_readme.py checks the demo serves it by default)
+FAST = ("--commit-every", "0.05", "--http-port", "0")
 
 
 def _reference_gold(workdir: Path, data: str, tmp: Path, to_version: int | None = None) -> dict[str, pl.DataFrame]:
@@ -132,7 +134,8 @@ def test_demo_falls_back_to_synthetic_when_the_wheel_cannot_be_had(tmp_path: Pat
 
 def test_demo_ctrl_c_exits_cleanly_with_exactly_once_gold(tmp_path: Path) -> None:
     wd = tmp_path / "wd"
-    proc = subprocess.Popen(goldstream_argv("demo", "--workdir", str(wd), "--data", "synthetic", "--commit-every", "0.1"),
+    proc = subprocess.Popen(goldstream_argv("demo", "--workdir", str(wd), "--data", "synthetic", "--commit-every", "0.1",
+                                            "--http-port", "0"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=cli_env())
     try:
         seen = []
