@@ -171,6 +171,11 @@ CASES: dict[str, Bad] = {
     "empty_silver_flag": Bad(command("replay", "--silver", ""), ("source.path", "empty", "--silver")),
     "blank_gold_root_flag": Bad(command("status", "--gold-root", "  "), ("sink.gold_root", "empty")),
     "empty_endpoint_env": Bad(env_validate(GOLDSTREAM_STORAGE__ENDPOINT=""), ("storage.endpoint", "empty")),
+    "blank_http_token": Bad(command("run", env={"GOLDSTREAM_HTTP_TOKEN": "   "}),
+                            ("GOLDSTREAM_HTTP_TOKEN", "blank", "/api/*")),
+    "empty_http_token": Bad(command("run", env={"GOLDSTREAM_HTTP_TOKEN": ""}), ("GOLDSTREAM_HTTP_TOKEN", "blank")),
+    "tab_newline_http_token": Bad(command("run", "--http-port", "0", env={"GOLDSTREAM_HTTP_TOKEN": "\t\n"}),
+                                  ("GOLDSTREAM_HTTP_TOKEN", "blank")),
     # -- names: one identifier rule, no collisions ----------------------------------------
     "duplicate_keys": Bad(validate(queries=[stats(keys=["origin_country", "origin_country"])]),
                           ("queries.0", "'origin_country'", "twice")),
