@@ -1,8 +1,9 @@
 # The part of every exported Spark job that does not depend on the configuration: the
 # command line, the Spark session, reading Silver and writing Gold. goldstream never
 # imports this file: `goldstream export spark` copies its text into the job and appends
-# the query functions and the tables they are listed in (QUERIES, APP_IDS, GOLD_PATHS,
-# SILVER_COLUMNS, SOURCE_OPTIONS, DEFAULT_TRIGGER), so a job needs pyspark (plus
+# the configuration's literals (CONFIG_FILE, NOTES), the query functions and the tables
+# they are listed in (QUERIES, APP_IDS, GOLD_PATHS, SILVER_COLUMNS, SOURCE_OPTIONS,
+# DEFAULT_TRIGGER), so a job needs pyspark (plus
 # deltalake and pyarrow for --io deltalake) and nothing from goldstream.
 
 import argparse
@@ -29,7 +30,8 @@ class JobError(Exception):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, epilog=about(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--silver", required=True, help="Silver Delta table URI")
     parser.add_argument("--gold-root", required=True, help="Gold tables go to <gold-root>/<query>")
     parser.add_argument("--checkpoint-root", required=True, help="each query checkpoints in <checkpoint-root>/<query>")
@@ -45,6 +47,14 @@ def parse_args(argv):
         if "=" not in setting:
             parser.error(f"--conf {setting!r}: expected KEY=VALUE")
     return args
+
+
+def about():
+    """What the job was made from, and its notes: printed by --help and at start."""
+    lines = [f"Queries: {', '.join(QUERIES)}. Exported from the configuration {CONFIG_FILE!r}."]
+    if NOTES:
+        lines += ["", "Notes for this configuration:", *(f"- {note}" for note in NOTES)]
+    return "\n".join(lines)
 
 
 def trigger_kwargs(trigger):
@@ -343,6 +353,7 @@ def main(argv=None, spark=None):
     """The job's entry point: `spark` is an existing session (spark-submit makes its own)."""
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
+        print(about(), file=sys.stderr)
         run(spark or spark_session(args), args)
     except JobError as err:
         print(f"error: {err}", file=sys.stderr)
