@@ -230,6 +230,9 @@ def maintain(
             typer.echo(f"{name} {kind}: {r.files_before} data files -> {r.files_after}; {verb} {r.compacted} files "
                        f"({r.bytes_rewritten} bytes); {vacuumed} {len(r.vacuumed)} files"
                        + ("; a compaction lost a race with another writer: run again" if r.gave_up else ""))
+            if dry_run:
+                for path in r.vacuumed:
+                    typer.echo(f"  would delete {path}")
 
     _guarded(go)
 
