@@ -49,6 +49,9 @@ def plan_export(settings: Settings, approximate: bool = False) -> ExportPlan:
     notes = _source_notes(settings.source)
     columns: dict[str, list[Column]] = {}
     for query in settings.queries:
+        if query.gold_path:
+            notes.append(f"query {query.name!r}: its gold_path {query.gold_path} is goldstream's own table; the job "
+                         f"writes <gold-root>/{query.name} (or --gold-path {query.name}=URI) and refuses that path")
         refusals += [f"query {query.name!r}, field {field}: {why}" for field, why in _goldstream_only(settings, query)]
         columns[query.name] = []
         for spec in query.aggregates:

@@ -159,13 +159,25 @@ def _tables(settings: Settings) -> str:
         "QUERIES = {" + ", ".join(f"{py_literal(q.name)}: {_function_name(q)}" for q in queries) + "}",
         "# Each query's Delta txn application id in its Gold commits (--io deltalake).",
         f"APP_IDS = {py_literal({q.name: q.resolved_app_id + '-spark' for q in queries})}",
-        "# Queries whose Gold table is not <gold-root>/<query>.",
-        f"GOLD_PATHS = {py_literal({q.name: q.gold_path for q in queries if q.gold_path})}",
+        "# goldstream's own tables for this configuration, which the job refuses to write into, and",
+        "# the application ids goldstream commits to them with.",
+        f"GOLDSTREAM_TABLES = {py_literal(_goldstream_tables(settings))}",
+        f"GOLDSTREAM_APP_IDS = {py_literal([q.resolved_app_id for q in queries])}",
         f"SILVER_COLUMNS = {py_literal(silver_columns(settings.queries))}",
         f"SOURCE_OPTIONS = {py_literal(_source_options(settings.source))}",
         f"DEFAULT_TRIGGER = {py_literal(_trigger(settings.source.poll_interval))}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _goldstream_tables(settings: Settings) -> list[list[str]]:
+    """[role, uri] of every table goldstream itself writes for these queries."""
+    tables = []
+    for q in settings.queries:
+        tables.append([f"Gold table of query {q.name!r}", settings.gold_path(q)])
+        if q.late_sink:
+            tables.append([f"late table of query {q.name!r}", q.late_sink])
+    return tables
 
 
 def _source_options(source: SourceSpec) -> dict[str, str]:
