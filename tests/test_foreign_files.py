@@ -76,3 +76,22 @@ def test_vacuum_on_s3_leaves_foreign_objects(s3_server, tmp_path: Path,  # type:
     fs.invalidate_cache()
     assert not fs.exists(f"{table}/{ORPHAN}")
     assert all(fs.exists(f"{table}/{rel}") for rel in FOREIGN)
+
+
+@pytest.mark.s3
+def test_a_gold_path_holding_foreign_objects_on_s3_is_refused(s3_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import s3fs
+
+    prefix = f"s3://{s3_server.bucket}/foreign-{uuid.uuid4().hex[:8]}"
+    fast_silver(tmp_path / "silver", frames(4))
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **s3_server.s3fs_kwargs())
+    fs.pipe(f"{prefix[5:]}/reports/2023/q4.csv", b"not goldstream's")
+    for late in (False, True):
+        query = {"gold_path": f"{prefix}/reports"} if not late else {"late_sink": f"{prefix}/reports/"}
+        cfg = write_config(tmp_path / "c.toml", tmp_path / "silver", f"{prefix}/gold",
+                           queries=seed_query_list(country_stats=query)[:1])
+        proc = goldstream("replay", "--config", str(cfg), env=s3_server.env(), check=False)
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        assert "no Delta table" in proc.stderr and "2023" in proc.stderr and "Traceback" not in proc.stderr
+        fs.invalidate_cache()
+        assert fs.find(prefix[5:]) == [f"{prefix[5:]}/reports/2023/q4.csv"], "nothing was written"
