@@ -184,18 +184,21 @@ def run(
     from goldstream.runner import Pipeline
 
     def go() -> None:
+        from goldstream.web.app import bearer_token
+
         settings = _settings(config, silver, gold_root)
+        token = bearer_token()  # a blank token is refused at start, whether or not the page is served
         setup_logging(settings.log_level, route_native_stderr=True)
         pipeline = Pipeline(settings, retry=FOREVER)  # the daemon never exits on a transient error
         _install_stop_handlers(pipeline.stop_event.set)
         port = settings.server.http_port if http_port is None else http_port
         if port:
             from goldstream.server import stale_after_s, start_http_server
-            from goldstream.web.app import attach, bearer_token
+            from goldstream.web.app import attach
 
             start_http_server(pipeline.status, pipeline.progress.metrics.registry, stale_after_s(settings),
                               port, settings.server.http_host, page=attach(settings, pipeline.progress, pipeline.status),
-                              token=bearer_token())
+                              token=token)
         # opens (waiting for a missing Silver, as replay does not) inside the loop, so losing the
         # first commit of a fresh Gold to another instance makes this one a standby too
         # on a terminal, a bar up to Silver's latest version when the first batch is read
@@ -232,6 +235,9 @@ def maintain(
                        f"{verb} {plural(r.compacted, 'file')} ({size(r.bytes_rewritten)}); "
                        f"{vacuumed} {plural(len(r.vacuumed), 'file')}"
                        + ("; a compaction lost a race with another writer: run again" if r.gave_up else ""))
+            if dry_run:
+                for path in r.vacuumed:
+                    typer.echo(f"  would delete {path}")
 
     _guarded(go)
 

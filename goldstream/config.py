@@ -420,13 +420,17 @@ class Settings(BaseSettings):
         table the configuration names is apart from every other, compared by identity."""
         if clash := first_collision(q.name for q in self.queries):
             raise ValueError(f"queries: the name {collision_message(*clash)}; query names must be unique")
+        check_apart(self.tables())
+        return self
+
+    def tables(self) -> list[tuple[str, str]]:
+        """(role, uri) of every table the configuration names: Silver, each Gold and late table."""
         tables = [("the Silver table", self.source.path)]
         for q in self.queries:
             tables.append((f"the Gold table of query {q.name!r}", self.gold_path(q)))
             if q.late_sink:
                 tables.append((f"the late sink of query {q.name!r}", q.late_sink))
-        check_apart(tables)
-        return self
+        return tables
 
     def max_event_time_skew(self, query: QuerySpec) -> timedelta | None:
         """The query's own skew bound, else the [source] default (None: off, Spark's behaviour)."""

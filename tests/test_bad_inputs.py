@@ -155,6 +155,32 @@ CASES: dict[str, Bad] = {
                     ("late sink", "Silver", "same table", "s3://bucket/silver")),
     "s3_nested": Bad(validate(silver="s3://bucket/data/country_stats/x", gold_root="s3://bucket/data/"),
                      ("Silver", "inside", "Gold table")),
+    # -- only goldstream's own files: no table in someone's folder, no copy inside another --
+    "gold_path_is_foreign_folder": Bad(command("replay", queries=[stats(gold_path="{root}/reports")]),
+                                       ("Gold table of query 'country_stats'", "reports", "2023", "no Delta table")),
+    "gold_path_is_foreign_folder_run": Bad(command("run", queries=[stats(gold_path="{root}/reports/")]),
+                                           ("Gold table of query 'country_stats'", "no Delta table")),
+    "gold_path_is_a_file": Bad(command("replay", queries=[stats(gold_path="{root}/reports/2023/q4.csv")]),
+                               ("Gold table of query 'country_stats'", "is a file")),
+    "gold_root_query_folder_is_foreign": Bad(command("replay", "--gold-root", "{root}/other"),
+                                             ("Gold table of query 'country_stats'", "notes.txt", "no Delta table")),
+    "late_sink_is_foreign_folder": Bad(command("replay", queries=[stats(late_sink="{root}/reports")]),
+                                       ("late sink of query 'country_stats'", "no Delta table")),
+    "second_query_foreign_writes_nothing": Bad(command("replay", queries=[stats(name="fresh"), anomalies(
+        gold_path="{root}/reports")]), ("Gold table of query 'country_anomalies'", "no Delta table")),
+    "copy_gold_inside_silver": Bad(command("copy-gold", "--query", "country_stats", "--to", "{silver}/copy"),
+                                   ("--to", "inside", "Silver")),
+    "copy_gold_inside_old_gold": Bad(command("copy-gold", "--query", "country_stats", "--to",
+                                             "{gold}/country_stats/copy"), ("--to", "inside", "country_stats")),
+    "copy_gold_around_silver": Bad(command("copy-gold", "--query", "country_stats", "--to", "{root}"),
+                                   ("--to", "inside", "Silver")),
+    "copy_gold_is_other_query": Bad(command("copy-gold", "--query", "country_stats", "--to",
+                                            "{gold}//country_anomalies/"), ("--to", "country_anomalies", "same table")),
+    "copy_gold_is_late_table": Bad(command("copy-gold", "--query", "country_stats", "--to", "{root}/late",
+                                           queries=[stats(late_sink="{root}/late"), anomalies()]),
+                                   ("--to", "late sink", "same table")),
+    "copy_gold_foreign_folder": Bad(command("copy-gold", "--query", "country_stats", "--to", "{root}/reports"),
+                                    ("copy-gold --to", "no Delta table", "2023")),
     # -- empty or blank values ------------------------------------------------------------
     "empty_gold_root_env": Bad(env_validate(GOLDSTREAM_SINK__GOLD_ROOT=""),
                                ("sink.gold_root", "empty", "GOLDSTREAM_SINK__GOLD_ROOT")),
@@ -171,6 +197,11 @@ CASES: dict[str, Bad] = {
     "empty_silver_flag": Bad(command("replay", "--silver", ""), ("source.path", "empty", "--silver")),
     "blank_gold_root_flag": Bad(command("status", "--gold-root", "  "), ("sink.gold_root", "empty")),
     "empty_endpoint_env": Bad(env_validate(GOLDSTREAM_STORAGE__ENDPOINT=""), ("storage.endpoint", "empty")),
+    "blank_http_token": Bad(command("run", env={"GOLDSTREAM_HTTP_TOKEN": "   "}),
+                            ("GOLDSTREAM_HTTP_TOKEN", "blank", "/api/*")),
+    "empty_http_token": Bad(command("run", env={"GOLDSTREAM_HTTP_TOKEN": ""}), ("GOLDSTREAM_HTTP_TOKEN", "blank")),
+    "tab_newline_http_token": Bad(command("run", "--http-port", "0", env={"GOLDSTREAM_HTTP_TOKEN": "\t\n"}),
+                                  ("GOLDSTREAM_HTTP_TOKEN", "blank")),
     # -- names: one identifier rule, no collisions ----------------------------------------
     "duplicate_keys": Bad(validate(queries=[stats(keys=["origin_country", "origin_country"])]),
                           ("queries.0", "'origin_country'", "twice")),
@@ -249,6 +280,9 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     replay(write_config(root / "seed.toml", silver, gold), silver, gold)
     (root / "seed.toml").unlink()
     (root / "gold_link").symlink_to("gold")
+    for foreign in ("reports/2023/q4.csv", "other/country_stats/notes.txt"):  # someone else's files
+        (root / foreign).parent.mkdir(parents=True, exist_ok=True)
+        (root / foreign).write_text("not goldstream's")
     return root
 
 

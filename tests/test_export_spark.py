@@ -291,7 +291,7 @@ def test_an_aggregate_without_spark_form_is_refused_or_approximated_on_request(t
     proc = goldstream("export", "spark", "--config", str(config), "--approx-distinct")
     assert 'F.expr("approx_count_distinct(`origin_country`)").alias("countries")' in proc.stdout
     note = "query 'country_stats', aggregate 'countries' (fn = 'count_distinct'): "
-    assert f"note: {note}" in proc.stderr and f"# - {note}" in proc.stdout.split("\nimport ")[0]
+    assert f"note: {note}" in proc.stderr and f'\n    "{note}' in proc.stdout.split("NOTES = [")[1].split("]\n")[0]
 
 
 def test_a_declared_difference_is_noted(tmp_path: Path) -> None:
@@ -306,13 +306,13 @@ def test_a_declared_difference_is_noted(tmp_path: Path) -> None:
 
 
 def test_filters_run_before_the_watermark(tmp_path: Path) -> None:
-    """A query's filter and an aggregate's where are Spark SQL already: the job uses them as
-    written, the filter before withWatermark (rows failing it move no watermark)."""
+    """A query's filter and an aggregate's where reach the job as the condition parser's
+    canonical rendering, the filter before withWatermark (rows failing it move no watermark)."""
     config = write_config(tmp_path / "c.toml", queries=seed_query_list(country_stats={
         "filter": "on_ground = false AND callsign IS NOT NULL",
         "aggregates": [{"name": "n", "fn": "count", "where": "velocity_kmh > 100"}]}))
     job = export_spark(load_settings(config), "c.toml")[0]
-    assert 'silver.where("on_ground = false AND callsign IS NOT NULL").withWatermark("event_timestamp"' in job
+    assert 'silver.where("(on_ground = FALSE) AND (callsign IS NOT NULL)").withWatermark("event_timestamp"' in job
     assert 'F.expr("count(*) FILTER (WHERE velocity_kmh > 100)").alias("n")' in job
     assert '"callsign"' in job.split("SILVER_COLUMNS = ")[1].splitlines()[0]
 
@@ -320,9 +320,9 @@ def test_filters_run_before_the_watermark(tmp_path: Path) -> None:
 def test_cli_prints_notes_on_stderr(tmp_path: Path) -> None:
     config = write_config(tmp_path / "c.toml", max_rows_per_batch=1000)
     proc = goldstream("export", "spark", "--config", str(config))
-    assert proc.stdout.startswith('"""goldstream queries country_stats, country_anomalies')
+    assert proc.stdout.startswith('"""goldstream queries as a Spark Structured Streaming job')
     assert "note: [source] max_rows_per_batch = 1000: the Delta source has no such limit" in proc.stderr
-    assert "# - [source] max_rows_per_batch = 1000" in proc.stdout
+    assert '\n    "[source] max_rows_per_batch = 1000' in proc.stdout
 
 
 def test_committed_example_job_is_current() -> None:

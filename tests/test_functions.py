@@ -19,6 +19,7 @@ from polars.testing import assert_frame_equal
 from goldstream.config import AggregateSpec
 from goldstream.functions.aggregate import AggregateFunction
 from goldstream.functions.base import Function, NoSparkEquivalent
+from goldstream.functions.condition import spark_condition
 from goldstream.functions.projection import Projection
 from goldstream.functions.registry import ARGUMENTS, FUNCTIONS, build
 from goldstream.source.schema import polars_type
@@ -109,7 +110,7 @@ def test_has_a_spark_sql_form_naming_its_inputs(fn: str, args: dict[str, Any]) -
     for column in [*function.silver_inputs(), *function.finalized_inputs()]:
         assert f"`{column}`" in sql
     if args.get("where"):
-        assert sql.endswith(f"FILTER (WHERE {args['where']})")
+        assert sql.endswith(f"FILTER (WHERE {spark_condition(args['where'])})")
 
 
 def test_only_a_distinct_count_lacks_an_exact_spark_form() -> None:

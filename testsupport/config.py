@@ -75,6 +75,12 @@ def _is_table_array(v: Any) -> bool:
     return isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v)
 
 
+def _toml_char(c: str) -> str:
+    if ord(c) > 0xFFFF:
+        return f"\\U{ord(c):08X}"
+    return "\\u007F" if c == "\x7f" else c
+
+
 def toml_value(v: Any) -> str:
     """A Python value as an inline TOML value."""
     if isinstance(v, bool):
@@ -83,8 +89,8 @@ def toml_value(v: Any) -> str:
         return "inf" if v > 0 else "-inf"
     if isinstance(v, (int, float)):
         return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
+    if isinstance(v, str):  # JSON's escapes are TOML's, but for DEL and characters past U+FFFF
+        return "".join(_toml_char(c) for c in json.dumps(v, ensure_ascii=False))
     if isinstance(v, list):
         return "[" + ", ".join(toml_value(x) for x in v) + "]"
     if isinstance(v, dict):

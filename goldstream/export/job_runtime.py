@@ -1,13 +1,16 @@
 # The part of every exported Spark job that does not depend on the configuration: the
 # command line, the Spark session, reading Silver and writing Gold. goldstream never
 # imports this file: `goldstream export spark` copies its text into the job and appends
-# the query functions and the tables they are listed in (QUERIES, APP_IDS, GOLD_PATHS,
-# SILVER_COLUMNS, SOURCE_OPTIONS, DEFAULT_TRIGGER), so a job needs pyspark (plus
+# the configuration's literals (CONFIG_FILE, NOTES), the query functions and the tables
+# they are listed in (QUERIES, APP_IDS, GOLDSTREAM_TABLES, GOLDSTREAM_APP_IDS, SILVER_COLUMNS,
+# SOURCE_OPTIONS, DEFAULT_TRIGGER), so a job needs pyspark (plus
 # deltalake and pyarrow for --io deltalake) and nothing from goldstream.
 
 import argparse
 import json
 import os
+import posixpath
+import re
 import sys
 import urllib.parse
 from datetime import datetime
@@ -29,9 +32,12 @@ class JobError(Exception):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, epilog=about(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--silver", required=True, help="Silver Delta table URI")
     parser.add_argument("--gold-root", required=True, help="Gold tables go to <gold-root>/<query>")
+    parser.add_argument("--gold-path", action="append", default=[], metavar="QUERY=URI",
+                        help="write query QUERY's Gold table to URI instead (repeatable)")
     parser.add_argument("--checkpoint-root", required=True, help="each query checkpoints in <checkpoint-root>/<query>")
     parser.add_argument("--trigger", default=DEFAULT_TRIGGER,
                         help=f"processing-time=<n>s|ms|m, or available-now (default {DEFAULT_TRIGGER})")
@@ -44,7 +50,21 @@ def parse_args(argv):
     for setting in args.conf:
         if "=" not in setting:
             parser.error(f"--conf {setting!r}: expected KEY=VALUE")
+    args.gold_paths = {}
+    for setting in args.gold_path:
+        query, _, uri = setting.partition("=")
+        if query not in QUERIES or not uri.strip():
+            parser.error(f"--gold-path {setting!r}: expected QUERY=URI, QUERY one of {', '.join(QUERIES)}")
+        args.gold_paths[query] = uri
     return args
+
+
+def about():
+    """What the job was made from, and its notes: printed by --help and at start."""
+    lines = [f"Queries: {', '.join(QUERIES)}. Exported from the configuration {CONFIG_FILE!r}."]
+    if NOTES:
+        lines += ["", "Notes for this configuration:", *(f"- {note}" for note in NOTES)]
+    return "\n".join(lines)
 
 
 def trigger_kwargs(trigger):
@@ -281,7 +301,75 @@ def arrow_type(spark_type, column):
 # ---- writing Gold ----
 
 def gold_uri(args, query):
-    return GOLD_PATHS.get(query) or f"{args.gold_root.rstrip('/')}/{query}"
+    """Where the job writes a query's Gold: --gold-path, else <gold-root>/<query>. Never a
+    location from the configuration: goldstream's own tables are live."""
+    return args.gold_paths.get(query) or f"{args.gold_root.rstrip('/')}/{query}"
+
+
+def check_gold_targets(args):
+    """JobError unless every query's Gold location is its own: not (or inside, or around) one
+    of goldstream's live tables, Silver, or another query's table, and not a table that
+    goldstream's queries commit to (found by their Delta txn, whatever its spelling)."""
+    targets = [(f"the Gold table of query {q!r} ({gold_uri(args, q)})", gold_uri(args, q)) for q in QUERIES]
+    others = [(f"goldstream's live {role} ({uri}, from {CONFIG_FILE!r})", uri) for role, uri in GOLDSTREAM_TABLES]
+    others.append((f"Silver (--silver {args.silver})", args.silver))
+    for i, (role, uri) in enumerate(targets):
+        for other_role, other_uri in targets[:i] + others:
+            clash = location_clash(uri, other_uri)
+            if clash:
+                raise JobError(f"{role} {clash} {other_role}: this job would write into it (goldstream's "
+                               "tables: every window a second time, and goldstream stops). Give each query a "
+                               "location of its own with --gold-root or --gold-path QUERY=URI")
+    refuse_goldstream_commits(args)
+
+
+def refuse_goldstream_commits(args):
+    """A target that is a Delta table holding goldstream's commits (its txn application id),
+    reached through any spelling (a symlink, a copy): refused. Needs the deltalake package."""
+    try:
+        from deltalake import DeltaTable
+    except ImportError:
+        return
+    for query in QUERIES:
+        uri = gold_uri(args, query)
+        try:
+            table = DeltaTable(uri)
+        except Exception:  # no table there (yet), or not readable as one: nothing of goldstream's
+            continue
+        owners = [app for app in GOLDSTREAM_APP_IDS if table.transaction_version(app) is not None]
+        if owners:
+            raise JobError(f"the Gold table of query {query!r} ({uri}) holds commits of goldstream's "
+                           f"{', '.join(owners)}: it is goldstream's table, which this job must not write. "
+                           "Give the query a location of its own with --gold-root or --gold-path QUERY=URI")
+
+
+def location_clash(uri, other):
+    """"is", "lies inside" or "holds" when two locations are one table or nested, else None."""
+    for a in location(uri):
+        for b in location(other):
+            if a == b:
+                return "is"
+            if a[0] == b[0] and a[1][:len(b[1])] == b[1]:
+                return "lies inside"
+            if a[0] == b[0] and b[1][:len(a[1])] == a[1]:
+                return "holds"
+    return None
+
+
+def location(uri):
+    """Every (store, path parts) a URI may resolve to: s3a:// is s3://, `.`, `..`, doubled
+    slashes, file:// and symlinks resolved (a local path with and without following links)."""
+    m = re.fullmatch(r"([A-Za-z][A-Za-z0-9+.-]*)://(.*)", uri, re.DOTALL)
+    if m and m.group(1).lower() != "file":
+        scheme = {"s3a": "s3", "s3n": "s3"}.get(m.group(1).lower(), m.group(1).lower())
+        bucket, _, key = m.group(2).partition("/")
+        return [(f"{scheme}://{bucket}", parts(posixpath.normpath("/" + key)))]
+    path = m.group(2) if m else uri
+    return [("", parts(os.path.realpath(path))), ("", parts(os.path.realpath(os.path.abspath(path))))]
+
+
+def parts(path):
+    return tuple(p for p in path.split("/") if p and p != ".")
 
 
 def start_query(gold, query, args):
@@ -343,6 +431,8 @@ def main(argv=None, spark=None):
     """The job's entry point: `spark` is an existing session (spark-submit makes its own)."""
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
+        print(about(), file=sys.stderr)
+        check_gold_targets(args)
         run(spark or spark_session(args), args)
     except JobError as err:
         print(f"error: {err}", file=sys.stderr)

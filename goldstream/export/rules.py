@@ -5,8 +5,8 @@ option, or an aggregate Spark cannot compute in a streaming aggregation (its `sp
 raises NoSparkEquivalent), stops the export with a message naming the query, the field and
 why. An equivalent that differs in a way the user should know (an approximate distinct
 count they asked for, a function's declared `spark_difference`, a rate limit the Delta
-source has no option for) is allowed and becomes a note: a comment at the top of the job
-and a line on stderr.
+source has no option for) is allowed and becomes a note: a line on stderr, and an entry of
+the job's NOTES literal, which the job prints with --help and at start.
 """
 
 from __future__ import annotations
@@ -49,6 +49,9 @@ def plan_export(settings: Settings, approximate: bool = False) -> ExportPlan:
     notes = _source_notes(settings.source)
     columns: dict[str, list[Column]] = {}
     for query in settings.queries:
+        if query.gold_path:
+            notes.append(f"query {query.name!r}: its gold_path {query.gold_path} is goldstream's own table; the job "
+                         f"writes <gold-root>/{query.name} (or --gold-path {query.name}=URI) and refuses that path")
         refusals += [f"query {query.name!r}, field {field}: {why}" for field, why in _goldstream_only(settings, query)]
         columns[query.name] = []
         for spec in query.aggregates:

@@ -26,7 +26,7 @@ from goldstream.functions.base import (
     sql_double,
     sql_literal,
 )
-from goldstream.functions.condition import Condition
+from goldstream.functions.condition import Condition, spark_condition
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,11 @@ class AggregateFunction(Function):
         return () if self.where is None else Condition.parse(self.where).columns
 
     def spark_sql(self) -> str:
-        call = self.spark_call()
-        return call if self.where is None else f"{call} FILTER (WHERE {self.where})"
+        return self.spark_filtered(self.spark_call())
+
+    def spark_filtered(self, call: str) -> str:
+        """`call` restricted to the rows passing `where`, in the condition's canonical form."""
+        return call if self.where is None else f"{call} FILTER (WHERE {spark_condition(self.where)})"
 
     @abstractmethod
     def spark_call(self) -> str:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import polars as pl
 
 _TOKEN = re.compile(
-    r"\s*(?:(?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)"
+    r"\s*(?:(?P<number>(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)"
     r"|(?P<string>'[^'\\]*')"
     r"|(?P<quoted>`[^`]+`)"
     r"|(?P<word>[A-Za-z_][A-Za-z0-9_]*)"
@@ -55,8 +55,12 @@ def _tokens(text: str) -> list[_Token]:
         if not text[pos:].strip():
             break
         m = _TOKEN.match(text, pos)
+        at = len(text) - len(text[pos:].lstrip())
+        if text.startswith(("--", "/*"), at):
+            raise ConditionError(text, at + 1, "comments are not supported: Spark would skip what follows "
+                                 "(to the line's end for --) and read a different condition; remove it, and "
+                                 "write a - - b with a space between the minus signs")
         if m is None or m.end() == pos:
-            at = len(text) - len(text[pos:].lstrip())
             char = text[at]
             if char == '"':
                 raise ConditionError(text, at + 1, "double quotes mean a string in one SQL dialect and a column in "
@@ -105,86 +109,129 @@ class _Parser:
         if not self.take(kind, text):
             raise self.fail(f"expected {what}")
 
-    def parse(self) -> None:
+    def parse(self) -> str:
+        """The canonical rendering (see spark_condition)."""
         if self.peek.kind == "end":
             raise self.fail("expected a condition")
-        self.disjunction()
+        rendered = self.disjunction()
         if self.peek.kind != "end":
             raise self.fail("expected AND, OR, an operator or the end")
+        return rendered[1:-1] if rendered.startswith("(") and _enclosed(rendered) else rendered
 
-    def disjunction(self) -> None:
-        self.conjunction()
+    # Each method returns what it read, rendered: every operation in parentheses, so the
+    # grouping Spark applies is the one this parser saw, whatever the precedence rules.
+
+    def disjunction(self) -> str:
+        out = self.conjunction()
         while self.take("keyword", "OR"):
-            self.conjunction()
+            out = f"({out} OR {self.conjunction()})"
+        return out
 
-    def conjunction(self) -> None:
-        self.negation()
+    def conjunction(self) -> str:
+        out = self.negation()
         while self.take("keyword", "AND"):
-            self.negation()
+            out = f"({out} AND {self.negation()})"
+        return out
 
-    def negation(self) -> None:
+    def negation(self) -> str:
         if self.take("keyword", "NOT"):
-            self.negation()
-        else:
-            self.predicate()
+            return f"(NOT {self.negation()})"
+        return self.predicate()
 
-    def predicate(self) -> None:
-        self.additive()
+    def predicate(self) -> str:
+        left = self.additive()
         t = self.peek
         if t.kind == "op" and t.text in _COMPARISONS:
             self.i += 1
-            self.additive()
-        elif self.take("keyword", "IS"):
-            self.take("keyword", "NOT")
+            return f"({left} {t.text} {self.additive()})"
+        if self.take("keyword", "IS"):
+            negated = " NOT" if self.take("keyword", "NOT") else ""
             self.expect("keyword", "NULL", "NULL after IS [NOT] (IS TRUE/FALSE differ on null between the dialects)")
-        else:
-            negated = self.take("keyword", "NOT")
-            if self.take("keyword", "IN"):
-                self.expect("op", "(", "'(' after IN")
-                self.additive()
-                while self.take("op", ","):
-                    self.additive()
-                self.expect("op", ")", "',' or ')' in the IN list")
-            elif self.take("keyword", "BETWEEN"):
-                self.additive()
-                self.expect("keyword", "AND", "AND in BETWEEN ... AND ...")
-                self.additive()
-            elif negated:
-                raise self.fail("expected IN or BETWEEN after NOT")
+            return f"({left} IS{negated} NULL)"
+        negated = " NOT" if self.take("keyword", "NOT") else ""
+        if self.take("keyword", "IN"):
+            self.expect("op", "(", "'(' after IN")
+            values = [self.additive()]
+            while self.take("op", ","):
+                values.append(self.additive())
+            self.expect("op", ")", "',' or ')' in the IN list")
+            return f"({left}{negated} IN ({', '.join(values)}))"
+        if self.take("keyword", "BETWEEN"):
+            low = self.additive()
+            self.expect("keyword", "AND", "AND in BETWEEN ... AND ...")
+            return f"({left}{negated} BETWEEN {low} AND {self.additive()})"
+        if negated:
+            raise self.fail("expected IN or BETWEEN after NOT")
+        return left
 
-    def additive(self) -> None:
-        self.multiplicative()
+    def additive(self) -> str:
+        out = self.multiplicative()
         while self.peek.kind == "op" and self.peek.text in "+-":
+            op = self.peek.text
             self.i += 1
-            self.multiplicative()
+            out = f"({out} {op} {self.multiplicative()})"
+        return out
 
-    def multiplicative(self) -> None:
-        self.unary()
+    def multiplicative(self) -> str:
+        out = self.unary()
         while self.peek.kind == "op" and self.peek.text in ("*", "/", "%"):
+            op = self.peek.text
             self.i += 1
-            self.unary()
+            out = f"({out} {op} {self.unary()})"
+        return out
 
-    def unary(self) -> None:
-        if self.take("op", "-") or self.take("op", "+"):
-            self.unary()
-        else:
-            self.primary()
+    def unary(self) -> str:
+        for sign in "-+":
+            if self.take("op", sign):
+                return f"({sign}{self.unary()})"  # never "--": that would start a comment
+        return self.primary()
 
-    def primary(self) -> None:
+    def primary(self) -> str:
         t = self.peek
         if t.kind in ("number", "string") or (t.kind == "keyword" and t.text in ("TRUE", "FALSE", "NULL")):
             self.i += 1
-        elif t.kind in ("word", "quoted"):
+            return t.text
+        if t.kind in ("word", "quoted"):
             self.i += 1
             if self.peek.kind == "op" and self.peek.text == "(":
                 raise self.fail(f"functions are not supported (they differ between the dialects): {t.text}",
                                 self.peek)
-            self.columns.append(t.text.strip("`"))
-        elif self.take("op", "("):
-            self.disjunction()
+            name = t.text.strip("`") if t.kind == "quoted" else t.text
+            self.columns.append(name)
+            return t.text if t.kind == "word" else f"`{name}`"
+        if self.take("op", "("):
+            inner = self.disjunction()
             self.expect("op", ")", "')'")
-        else:
-            raise self.fail("expected a column, a literal or '('")
+            return inner if inner.startswith("(") and _enclosed(inner) else f"({inner})"
+        raise self.fail("expected a column, a literal or '('")
+
+
+def _enclosed(rendered: str) -> bool:
+    """Whether the parentheses opening `rendered` close at its end (not `(a) AND (b)`).
+    Only parentheses outside strings and backquoted names count."""
+    depth, quote = 0, ""
+    for i, char in enumerate(rendered):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'`":
+            quote = char
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0:
+                return i == len(rendered) - 1
+    return False
+
+
+def spark_condition(text: str) -> str:
+    """The condition as the exported Spark job receives it: this parser's reading, rendered
+    again with every operation in parentheses, keywords in capitals, single spaces and no
+    comment, so Spark evaluates exactly what goldstream parsed (never the raw text, where
+    Spark's lexer could see a comment or a call goldstream did not). ConditionError for
+    anything outside the shared subset. The one place the export renders conditions, so
+    another parser can replace this one behind the same signature."""
+    return _Parser(text).parse()
 
 
 @dataclass(frozen=True)

@@ -43,9 +43,7 @@ class CountDistinct(AggregateFunction):
         return pl.Int64()
 
     def spark_call(self) -> str:
-        approximate = f"approx_count_distinct({sql_column(self.column)})"
-        if self.where is not None:
-            approximate += f" FILTER (WHERE {self.where})"
+        approximate = self.spark_filtered(f"approx_count_distinct({sql_column(self.column)})")
         raise NoSparkEquivalent(
             f"aggregate {self.name!r}: Spark Structured Streaming does not support count(DISTINCT ...) "
             f"(distinct aggregations are refused on streaming DataFrames); its closest form is "

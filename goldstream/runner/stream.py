@@ -28,6 +28,7 @@ from goldstream.observability import ProgressReporter
 from goldstream.runner.query_run import QueryRun
 from goldstream.runner.status import QueryStats, fmt_us
 from goldstream.sink.gold import GoldSink
+from goldstream.sink.location import refuse_foreign_folder
 from goldstream.sink.late import LateSink
 from goldstream.sink.schema import gold_schema
 from goldstream.source.reader import BatchScan, SilverSource, Start
@@ -66,6 +67,9 @@ class Stream:
         for q in settings.queries:
             types = source.engine_types(q, settings.gold_path(q))
             sink = GoldSink(settings.gold_path(q), q, gold_schema(q, types), storage)
+            refuse_foreign_folder(settings.gold_path(q), storage, f"the Gold table of query {q.name!r}")
+            if q.late_sink:
+                refuse_foreign_folder(q.late_sink, storage, f"the late sink of query {q.name!r}")
             offsets = sink.open(create=False, repair=not dry_run)
             skew = settings.max_event_time_skew(q)
             clock = EventClock.build(q, None if offsets is None else offsets.watermark_us,

@@ -19,7 +19,9 @@ from deltalake import DeltaTable
 
 from goldstream.config import QuerySpec, Settings
 from goldstream.errors import ConfigError, SinkError
+from goldstream.identity import check_apart
 from goldstream.sink.gold import GoldSink
+from goldstream.sink.location import refuse_foreign_folder
 from goldstream.sink.schema import gold_schema
 from goldstream.source.reader import SilverSource
 from goldstream.source.schema import widens
@@ -34,8 +36,7 @@ def copy_gold(settings: Settings, query_name: str, to_uri: str, storage: Storage
 
     query = _query(settings, query_name)
     from_uri = settings.gold_path(query).rstrip("/")
-    if to_uri.rstrip("/") == from_uri:
-        raise ConfigError(f"--to {to_uri} is the query's current Gold table: give the path of a new table")
+    _check_target(settings, to_uri, storage)
     source = SilverSource(settings.source, [query], storage)
     source.open()
     assert source.current_plan is not None
@@ -60,6 +61,17 @@ def copy_gold(settings: Settings, query_name: str, to_uri: str, storage: Storage
     log.info("copied %d rows and the offsets (Silver through version %d) of %s into %s", rows.height,
              offsets.version, from_uri, to_uri)
     return rows.height
+
+
+def _check_target(settings: Settings, to_uri: str, storage: Storage) -> None:
+    """ConfigError unless `to_uri` is a place of its own: apart from (not the same as, inside
+    or around) Silver and every Gold and late table of the configuration, the query's
+    current Gold included, and not a folder holding other files."""
+    try:
+        check_apart([*settings.tables(), ("the copy's table (--to)", to_uri)])
+    except ValueError as err:
+        raise ConfigError(f"copy-gold --to {to_uri}: {err}") from None
+    refuse_foreign_folder(to_uri, storage, "copy-gold --to")
 
 
 def _query(settings: Settings, name: str) -> QuerySpec:

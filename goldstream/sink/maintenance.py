@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import tempfile
 import time
 import uuid
@@ -214,16 +215,49 @@ class TableMaintenance:
     # -- vacuum ---------------------------------------------------------------------------
 
     def vacuum(self, retention: timedelta, dry_run: bool = False) -> list[str]:
-        """Delete the files no longer in the table (removed by a compaction, or never
-        committed) that are older than `retention`; return them (those that would be, in a
-        dry run). The minimum retention is the configuration's to enforce (see config.py):
-        delta-rs' own check reads another table property."""
-        self._table()  # the fence: only the owner vacuums
-        deleted: list[str] = []
-        self.committer.housekeep("vacuum", lambda table, props: deleted.extend(table.vacuum(
-            retention_hours=int(retention.total_seconds() // 3600), dry_run=dry_run,
-            enforce_retention_duration=False, full=True, commit_properties=props)), {MAINTENANCE: "vacuum"})
-        return deleted
+        """Delete the table's own files no longer in it, older than `retention`: those its log
+        removed (compaction), and data files no commit refers to (a crash between writing a
+        file and committing it) where the table's writers put them (`in_data_layout`). Any
+        other file under the table (a README, reports/2023/q4.csv, a copy in a sub-folder)
+        was never the table's: it is left alone, with a WARNING. Returns the files deleted
+        (that would be, in a dry run). The minimum retention is the configuration's to
+        enforce (see config.py): delta-rs' own check reads another table property."""
+        dt = self._table()
+        hours = int(retention.total_seconds() // 3600)
+        unreferenced = dt.vacuum(retention_hours=hours, dry_run=True, full=True, enforce_retention_duration=False)
+        removed = set(dt.vacuum(retention_hours=hours, dry_run=True, full=False, enforce_retention_duration=False))
+        partitions = dt.metadata().partition_columns
+        ours = sorted(p for p in unreferenced if p in removed or in_data_layout(p, partitions))
+        foreign = sorted(set(unreferenced) - set(ours))
+        if foreign:
+            log.warning("%s: %d files under the table that its log never referenced are not its data files and are "
+                        "left alone by vacuum (move them out of the table's directory): %s", self.what, len(foreign),
+                        ", ".join(foreign[:20]) + (", ..." if len(foreign) > 20 else ""))
+        if dry_run or not ours:
+            return ours
+        if removed:
+            self.committer.housekeep("vacuum", lambda table, props: table.vacuum(
+                retention_hours=hours, dry_run=False, full=False, enforce_retention_duration=False,
+                commit_properties=props), {MAINTENANCE: "vacuum"})
+        fs = self.storage.filesystem(self.committer.uri)
+        for path in ours:
+            if path not in removed:
+                fs.rm_file(fs_path(join(self.committer.uri, path)))
+        return ours
+
+
+DATA_FILE = re.compile(r"part-[^/]*\.parquet")
+
+
+def in_data_layout(path: str, partition_columns: list[str]) -> bool:
+    """Whether `path` (relative to the table) is where the table's writers put data files:
+    a part-*.parquet file at the root, or in the partition directories of the table's own
+    partition columns, in their order (col=value/...)."""
+    *folders, name = path.split("/")
+    if not DATA_FILE.fullmatch(name) or len(folders) > len(partition_columns):
+        return False
+    return all(folder.partition("=")[0] == column and "=" in folder
+               for folder, column in zip(folders, partition_columns))
 
 
 def _stat_column(adds: pa.Table, kind: str, column: str) -> list[Any]:

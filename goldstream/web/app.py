@@ -17,6 +17,7 @@ from urllib.parse import parse_qs
 
 from goldstream.config import AggregateSpec, QuerySpec, Settings
 from goldstream.durations import format_duration
+from goldstream.errors import ConfigError
 from goldstream.runner.status import PipelineStatus, fmt_us
 from goldstream.web.history import ProgressHistory
 
@@ -100,8 +101,17 @@ def _json(code: int, body: dict[str, Any]) -> Answer:
 
 def bearer_token() -> str | None:
     """The token that closes `/api/*`: from the environment only, like every secret (a
-    config file is read by more people than the pod's secrets), and never logged."""
-    return os.environ.get(TOKEN_ENV, "").strip() or None
+    config file is read by more people than the pod's secrets), and never logged. Set but
+    blank (an empty Kubernetes secret, a stray space) is a ConfigError: taking it as "no
+    token" would leave `/api/*` open while the operator believes it closed."""
+    value = os.environ.get(TOKEN_ENV)
+    if value is None:
+        return None
+    if not value.strip():
+        raise ConfigError(f"{TOKEN_ENV} is set but blank (empty or only whitespace), which would leave the "
+                          "status page's /api/* open: set it to the bearer token, or unset it to serve "
+                          "/api/* without one")
+    return value.strip()
 
 
 def attach(settings: Settings, progress: ProgressReporter, status: Callable[[], PipelineStatus]) -> StatusApp:
