@@ -17,6 +17,7 @@ widening is read at the wider type, and stops only when the column's type reache
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -86,12 +87,16 @@ def _type_name(t: Any) -> str:
     return t if isinstance(t, str) else str(t.get("type", t))
 
 
+_DECIMAL = re.compile(r"decimal\(\s*(\d+)\s*,\s*(\d+)\s*\)$")
+
+
 def polars_type(delta_type: Any) -> pl.DataType:
+    """The Polars type a Delta type is read at: a decimal exactly, as Decimal(p, s)."""
     name = _type_name(delta_type)
     if name in _PRIMITIVE_TO_POLARS:
         return _PRIMITIVE_TO_POLARS[name]
-    if name.startswith("decimal"):
-        return pl.Float64()  # read as double: the aggregates are computed in double
+    if m := _DECIMAL.match(name):
+        return pl.Decimal(int(m.group(1)), int(m.group(2)))
     raise ValueError(f"unsupported type {name}")
 
 
@@ -316,7 +321,7 @@ def check_gold_types(plan: ReadPlan, queries: list[QuerySpec], gold_types: dict[
         c, was = wider[0]
         raise SourceError(
             f"Silver version {where} widens column {c.name!r} to {c.delta_type} (type widening), and "
-            f"Gold holds it as {_delta_name(was)}: it is the type of {', '.join(w for _, w in typed[c.name])}. A Gold column "
+            f"Gold holds it as {delta_type_name(was)}: it is the type of {', '.join(w for _, w in typed[c.name])}. A Gold column "
             "cannot change its type in place (delta-rs can neither alter a column's type nor write a "
             "table with the typeWidening feature). Nothing of this version was processed. To go on "
             "without losing or repeating a row, copy Gold into a new table with the wider type: "
@@ -341,5 +346,8 @@ def widens(narrow: pl.DataType, wide: pl.DataType) -> bool:
     return wide in _WIDENINGS.get(narrow, set())
 
 
-def _delta_name(dtype: pl.DataType) -> str:
+def delta_type_name(dtype: pl.DataType) -> str:
+    """A Polars type by its Delta name (decimal(p,s), long, ...), else as Polars names it."""
+    if isinstance(dtype, pl.Decimal):
+        return f"decimal({dtype.precision},{dtype.scale})"
     return next((k for k, v in _PRIMITIVE_TO_POLARS.items() if v == dtype), str(dtype))
