@@ -5,10 +5,10 @@ delta-rs (fixed-size binary in Parquet) and, for one commit, the way Spark write
 decimals (INT32/INT64 physical types, pyarrow's `store_decimal_as_integer`). The real CLI
 replays a query that keys on a decimal, filters on one and takes sum/avg/min/max/
 count_distinct of each; Gold must equal a reference computed with Python's `decimal`
-module under Spark's type rules (checked against Spark 4 itself, see docs/semantics.md):
+module under Spark's type rules (checked against Spark 4.3 itself, see docs/semantics.md):
 min/max keep decimal(p,s), sum is decimal(min(38,p+10),s), avg is
-decimal(min(38,p+4),min(38,s+4)) computed as Spark's Divide (rounded HALF_UP to its
-intermediate scale, then cast).
+decimal(min(38,p+4),min(38,s+4)) computed as Spark 4's DecimalDivideWithOverflowCheck
+(38 significant digits HALF_UP, then HALF_UP to the result's scale).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from delta_by_hand import append_parquet
+from delta_by_hand import append_parquet, change_schema
 from testsupport.config import write_config
 from testsupport.process import goldstream
 
@@ -53,11 +53,11 @@ def _rows(commit: int, rng: random.Random) -> list[dict]:
     return rows
 
 
-def _arrow(rows: list[dict]) -> pa.Table:
+def _arrow(rows: list[dict], types: dict[str, tuple[int, int]] = TYPES) -> pa.Table:
     return pa.table({
         "event_timestamp": pa.array([r["event_timestamp"] for r in rows], pa.timestamp("us", tz="UTC")),
         "origin_country": pa.array([r["origin_country"] for r in rows], pa.string()),
-        **{c: pa.array([r[c] for r in rows], pa.decimal128(p, s)) for c, (p, s) in TYPES.items()},
+        **{c: pa.array([r[c] for r in rows], pa.decimal128(p, s)) for c, (p, s) in types.items()},
     })
 
 
@@ -78,16 +78,18 @@ def _quantize(x: Decimal, scale: int) -> Decimal:
     return x.quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP)
 
 
-def _divide_scale(p: int, s: int) -> int:
-    """The scale of Spark's decimal(min(38,p+10),s) / decimal(20,0) (precision loss allowed)."""
-    p1 = min(38, p + 10)
-    scale = max(6, s + 20 + 1)
-    precision = p1 - s + scale
-    return scale if precision <= 38 else max(38 - (precision - scale), min(scale, 6))
+def _spark_average(total: Decimal, n: int, scale: int) -> Decimal:
+    """Spark 4's DecimalDivideWithOverflowCheck: BigDecimal division to 38 significant
+    digits (HALF_UP), then HALF_UP to the result's scale."""
+    with localcontext() as ctx:
+        ctx.prec, ctx.rounding = 38, ROUND_HALF_UP
+        quotient = total / n
+    return _quantize(quotient, scale)
 
 
-def _reference(rows: list[dict]) -> dict[tuple, dict]:
-    """Gold as Spark computes it, by brute force over the rows (every window flushed)."""
+def _reference(rows: list[dict], types: dict[str, tuple[int, int]] = TYPES) -> dict[tuple, dict]:
+    """Gold as Spark computes it, by brute force over the rows (every window flushed), the
+    columns being of `types` (the table's current ones)."""
     def keep(r: dict) -> bool:
         return (r["d38"] is not None and r["d38"] > Decimal("0.5")) or r["d9"] == Decimal("1.10")
 
@@ -100,12 +102,11 @@ def _reference(rows: list[dict]) -> dict[tuple, dict]:
         ctx.prec = 100
         for key, members in groups.items():
             res = {"n": len(members)}
-            for c, (p, s) in TYPES.items():
+            for c, (p, s) in types.items():
                 values = [r[c] for r in members if r[c] is not None]
                 total = sum(values, Decimal(0))
                 res[f"sum_{c}"] = _quantize(total, s) if values else None
-                res[f"avg_{c}"] = (_quantize(_quantize(total / len(values), _divide_scale(p, s)), min(38, s + 4))
-                                   if values else None)
+                res[f"avg_{c}"] = _spark_average(total, len(values), min(38, s + 4)) if values else None
                 res[f"min_{c}"] = min(values) if values else None
                 res[f"max_{c}"] = max(values) if values else None
                 res[f"distinct_{c}"] = len(set(values))
@@ -124,9 +125,9 @@ def _query() -> dict:
             "aggregates": aggregates}
 
 
-def _expected_types() -> dict[str, pa.DataType]:
+def _expected_types(columns: dict[str, tuple[int, int]] = TYPES) -> dict[str, pa.DataType]:
     types: dict[str, pa.DataType] = {"origin_country": pa.string(), "d9": pa.decimal128(9, 2), "n": pa.int64()}
-    for c, (p, s) in TYPES.items():
+    for c, (p, s) in columns.items():
         types.update({f"sum_{c}": pa.decimal128(min(38, p + 10), s),
                       f"avg_{c}": pa.decimal128(min(38, p + 4), min(38, s + 4)),
                       f"min_{c}": pa.decimal128(p, s), f"max_{c}": pa.decimal128(p, s),
@@ -134,24 +135,71 @@ def _expected_types() -> dict[str, pa.DataType]:
     return types
 
 
-def test_decimal_columns_replay_exactly_with_sparks_types(tmp_path: Path) -> None:
-    silver, gold = tmp_path / "silver", tmp_path / "gold"
-    rows = _silver(silver)
-    config = write_config(tmp_path / "c.toml", silver, gold, [_query()])
-    goldstream("replay", "--config", str(config), "--flush")
-
+def _assert_gold(gold: Path, rows: list[dict], types: dict[str, tuple[int, int]] = TYPES) -> None:
     table = DeltaTable(str(gold / "money")).to_pyarrow_table()
-    for name, dtype in _expected_types().items():
+    expected_types = _expected_types(types)
+    for name, dtype in expected_types.items():
         assert table.schema.field(name).type == dtype, name
-    got = {(r["window_start"], r["origin_country"], r["d9"]): {k: v for k, v in r.items() if k in _expected_types()
+    got = {(r["window_start"], r["origin_country"], r["d9"]): {k: v for k, v in r.items() if k in expected_types
                                                                 and k not in ("origin_country", "d9")}
            for r in table.to_pylist()}
-    expected = _reference(rows)
+    expected = _reference(rows, types)
     assert got.keys() == expected.keys()
     for key, values in expected.items():
         assert got[key] == values, key
     # the two writers' equal values are one key, and the filter compared exactly
     assert any(k[2] == Decimal("1.10") for k in got)
+
+
+def test_decimal_columns_replay_exactly_with_sparks_types(tmp_path: Path) -> None:
+    silver, gold = tmp_path / "silver", tmp_path / "gold"
+    rows = _silver(silver)
+    config = write_config(tmp_path / "c.toml", silver, gold, [_query()])
+    goldstream("replay", "--config", str(config), "--flush")
+    _assert_gold(gold, rows)
+
+
+def _widen(table: Path, column: str, to: str) -> int:
+    """A decimal column widened the way Delta's typeWidening records it."""
+    def edit(fields: list[dict]) -> list[dict]:
+        for f in fields:
+            if f["name"] == column:
+                f["metadata"] = {**f.get("metadata", {}), "delta.typeChanges": [{"fromType": f["type"], "toType": to}]}
+                f["type"] = to
+        return fields
+    return change_schema(table, edit, "CHANGE COLUMN", configuration={"delta.enableTypeWidening": "true"},
+                         protocol={"minReaderVersion": 3, "minWriterVersion": 7, "readerFeatures": ["typeWidening"],
+                                   "writerFeatures": ["typeWidening", "appendOnly", "invariants"]})
+
+
+def test_a_decimal_widened_in_precision_is_read_exactly_at_the_wider_type(tmp_path: Path) -> None:
+    silver, gold = tmp_path / "silver", tmp_path / "gold"
+    rng = random.Random(11)
+    rows = []
+    for commit in range(3):
+        rows += _rows(commit, rng)
+        write_deltalake(str(silver), _arrow(rows[-60:]), mode="append")
+    _widen(silver, "d18", "decimal(24,6)")
+    wider = {**TYPES, "d18": (24, 6)}
+    later = _rows(3, rng)
+    later[5]["d18"] = Decimal("123456789012345678.123456")  # needs the new precision
+    append_parquet(silver, _arrow(later, wider))
+    config = write_config(tmp_path / "c.toml", silver, gold, [_query()])
+    goldstream("replay", "--config", str(config), "--flush")
+    _assert_gold(gold, rows + later, wider)
+
+
+def test_a_decimal_widened_in_scale_is_refused_at_start_before_any_table(tmp_path: Path) -> None:
+    silver, gold = tmp_path / "silver", tmp_path / "gold"
+    write_deltalake(str(silver), _arrow(_rows(0, random.Random(2))), mode="append")
+    _widen(silver, "d18", "decimal(20,8)")
+    config = write_config(tmp_path / "c.toml", silver, gold, [_query()])
+    proc = goldstream("replay", "--config", str(config), check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in out, out[-3000:]
+    for words in ("column 'd18'", "decimal(20,8), widened from decimal(18,6)", "starting_version"):
+        assert words in out, (words, out[-3000:])
+    assert not gold.exists()
 
 
 def test_a_decimal_file_of_another_type_is_a_schema_error_not_a_corrupt_file(tmp_path: Path) -> None:

@@ -90,6 +90,12 @@ def _type_name(t: Any) -> str:
 _DECIMAL = re.compile(r"decimal\(\s*(\d+)\s*,\s*(\d+)\s*\)$")
 
 
+def _decimal_scale(delta_type: str) -> int:
+    m = _DECIMAL.match(delta_type)
+    assert m is not None
+    return int(m.group(2))
+
+
 def polars_type(delta_type: Any) -> pl.DataType:
     """The Polars type a Delta type is read at: a decimal exactly, as Decimal(p, s)."""
     name = _type_name(delta_type)
@@ -238,6 +244,16 @@ def plan_reads(
         dtype = now[col].dtype if col in now else polars_type(tname)
         changes = (f.get("metadata") or {}).get("delta.typeChanges") or []
         widened = tuple(str(c.get("fromType")) for c in changes if isinstance(c, dict) and not c.get("fieldPath"))
+        rescaled = [w for w in widened if base == "decimal" and _DECIMAL.match(w)
+                    and _decimal_scale(w) != _decimal_scale(tname)]
+        if rescaled:
+            problems.append(
+                f"column {col!r} ({why}) has type {tname}, widened from {rescaled[0]} (Delta type widening), so "
+                f"files written before the widening hold its values at scale {_decimal_scale(rescaled[0])}: "
+                "goldstream reads a decimal exactly only at the scale its files hold. Rewrite the table's older "
+                "files at the new type (e.g. Spark's REORG TABLE ... APPLY (PURGE) after the widening, or a full "
+                "rewrite), or start the query from the widening's version on (starting_version)")
+            continue
         plans.append(ColumnPlan(col, physical, tname, dtype, col in partition_columns, widened))
     if not problems:
         problems = _condition_problems(queries, {c.name: c.dtype for c in plans})
@@ -271,7 +287,8 @@ def typed_by_silver(queries: list[QuerySpec]) -> dict[str, list[tuple[str, str]]
         for a in q.aggregates:
             fn = build(a)
             for col in fn.silver_inputs():
-                if fn.return_type({col: pl.Float32()}) != fn.return_type({col: pl.Float64()}):
+                if any(fn.return_type({col: narrow}) != fn.return_type({col: wide})
+                       for narrow, wide in _TYPE_PROBES):
                     out.setdefault(col, []).append((a.name, f"{a.name!r} ({a.fn}) of query {q.name!r}"))
     return out
 
@@ -341,8 +358,17 @@ _WIDENINGS: dict[pl.DataType, set[pl.DataType]] = {
 }
 
 
+# Pairs of input types a function's Gold type may tell apart (min/max keep either; a decimal
+# sum or average follows its precision).
+_TYPE_PROBES = ((pl.Float32(), pl.Float64()), (pl.Decimal(9, 2), pl.Decimal(12, 2)))
+
+
 def widens(narrow: pl.DataType, wide: pl.DataType) -> bool:
-    """Whether `wide` is a Delta type widening of `narrow`."""
+    """Whether `wide` is a Delta type widening of `narrow` (a decimal: no fewer integer
+    digits and no smaller scale)."""
+    if isinstance(narrow, pl.Decimal) and isinstance(wide, pl.Decimal):
+        (p1, s1), (p2, s2) = ((int(d.precision or 38), int(d.scale)) for d in (narrow, wide))
+        return (p1, s1) != (p2, s2) and p2 - s2 >= p1 - s1 and s2 >= s1
     return wide in _WIDENINGS.get(narrow, set())
 
 
