@@ -237,3 +237,36 @@ def test_spark_result_types_are_declared_before_reading(column: str) -> None:
     assert schema.field(f"sum_{column}").type == pa.decimal128(min(38, p + 10), s)
     assert schema.field(f"avg_{column}").type == pa.decimal128(min(38, p + 4), min(38, s + 4))
     assert schema.field(f"max_{column}").type == pa.decimal128(p, s)
+
+
+def test_a_decimal_average_that_overflows_its_spark_type_stops_the_query(tmp_path: Path) -> None:
+    """avg(decimal(38,18)) is decimal(38,22): 16 integer digits. Spark 4 (ANSI) fails the
+    query on a larger average; so does goldstream, with a message, nothing committed."""
+    silver, gold = tmp_path / "silver", tmp_path / "gold"
+    rows = _rows(0, random.Random(5))
+    for r in rows:
+        r["d38"] = Decimal("5000000000000000000.5")  # 19 integer digits: their sum fits 38, their average not
+    write_deltalake(str(silver), _arrow(rows), mode="append")
+    query = {k: v for k, v in _query().items() if k != "filter"}
+    query["aggregates"] = [{"name": "avg_d38", "fn": "avg", "column": "d38"}]
+    config = write_config(tmp_path / "c.toml", silver, gold, [query])
+    proc = goldstream("replay", "--config", str(config), "--flush", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in out and "This error occurred" not in out, out[-3000:]
+    assert "aggregate 'avg_d38' (avg of 'd38')" in out and "does not fit Spark's type decimal(38,22)" in out
+    assert DeltaTable(str(gold / "money")).to_pyarrow_table().num_rows == 0
+
+
+def test_a_decimal_sum_beyond_38_digits_stops_the_query(tmp_path: Path) -> None:
+    silver, gold = tmp_path / "silver", tmp_path / "gold"
+    rows = _rows(0, random.Random(5))
+    for r in rows:
+        r["d38"] = Decimal("50000000000000000000.5")  # 20 integer digits: 60 of them need 22
+    write_deltalake(str(silver), _arrow(rows), mode="append")
+    query = {k: v for k, v in _query().items() if k != "filter"}
+    query["aggregates"] = [{"name": "sum_d38", "fn": "sum", "column": "d38"}]
+    config = write_config(tmp_path / "c.toml", silver, gold, [query])
+    proc = goldstream("replay", "--config", str(config), "--flush", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in out, out[-3000:]
+    assert "versions 0-0: a sum of a decimal column needs more than 38 digits" in out, out[-3000:]

@@ -24,9 +24,18 @@ MAX_PRECISION = 38
 
 
 class DecimalOverflow(GoldstreamError):
-    """A decimal aggregate's exact result does not fit its Spark type (ANSI: an error)."""
+    """A decimal aggregate's exact result does not fit its Spark type (ANSI: an error).
+    Raised inside a Polars expression, which appends its plan to the message: the message
+    stays the one written here."""
 
     exit_code = 2
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message.split("\n\nThis error occurred")[0]  # Polars re-raises it with its plan
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def is_decimal(dtype: pl.DataType | None) -> bool:

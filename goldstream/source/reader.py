@@ -705,6 +705,14 @@ class SilverSource:
         except Exception as err:  # find the culprit file, for a message that names it
             if classify(err) is not None:
                 raise  # storage unreachable or refusing, not a bad file: retried or reported as such
+            if isinstance(err, pl.exceptions.ComputeError) and "overflow in decimal" in str(err):
+                raise SourceError(
+                    f"reading Silver {self.uri} versions {batch.first}-{batch.last}: a sum of a decimal column "
+                    f"needs more than 38 digits ({str(err).splitlines()[0]}), the most a decimal holds: an "
+                    "arithmetic overflow, which stops Spark 4 (ANSI mode) too. Nothing was committed for this "
+                    "batch. Cast the column in Silver to a decimal with fewer decimal places, or sum fewer "
+                    "rows per window, and start the query afresh under a new name or gold_path."
+                ) from None
             self._raise_file_error([(f, c.version, c.timestamp_ms) for c in batch.commits for f in c.files], err)
             raise
         return result
