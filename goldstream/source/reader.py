@@ -581,7 +581,7 @@ class SilverSource:
         assert self.current_plan is not None
         types = self.current_plan.polars_schema()
         gold = self._gold_column_types(gold_uri)
-        for col, outputs in typed_by_silver([query]).items():
+        for col, outputs in typed_by_silver([query], types).items():
             had = {gold[name] for name, _ in outputs if name in gold}
             column = self.current_plan.column(col)
             widened = {polars_type(t) for t in column.widened_from} if column is not None else set()

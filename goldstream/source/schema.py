@@ -275,11 +275,13 @@ def _identity(f: dict[str, Any], mapping_mode: str) -> str:
     return (f.get("metadata") or {}).get("delta.columnMapping.physicalName", f["name"])
 
 
-def typed_by_silver(queries: list[QuerySpec]) -> dict[str, list[tuple[str, str]]]:
+def typed_by_silver(queries: list[QuerySpec],
+                    types: dict[str, pl.DataType] | None = None) -> dict[str, list[tuple[str, str]]]:
     """Silver columns whose type is a Gold column's type: keys, and the inputs of functions
-    whose Gold type follows their input's (min/max), each with (Gold column, what it is).
-    Other inputs feed functions of a fixed Gold type (counts long, avg/sum/stddev double),
-    so those columns can be read at any wider type."""
+    whose Gold type follows their input's (min/max; sum/avg of a decimal, by its precision),
+    each with (Gold column, what it is). Other inputs feed functions of a fixed Gold type
+    (counts long, avg/sum/stddev of numbers double), so those columns can be read at any
+    wider type. `types` (Silver's, as read) tells a decimal column from the others."""
     out: dict[str, list[tuple[str, str]]] = {}
     for q in queries:
         for k in q.keys:
@@ -287,8 +289,8 @@ def typed_by_silver(queries: list[QuerySpec]) -> dict[str, list[tuple[str, str]]
         for a in q.aggregates:
             fn = build(a)
             for col in fn.silver_inputs():
-                if any(fn.return_type({col: narrow}) != fn.return_type({col: wide})
-                       for narrow, wide in _TYPE_PROBES):
+                narrow, wide = _TYPE_PROBES[isinstance((types or {}).get(col), pl.Decimal)]
+                if fn.return_type({col: narrow}) != fn.return_type({col: wide}):
                     out.setdefault(col, []).append((a.name, f"{a.name!r} ({a.fn}) of query {q.name!r}"))
     return out
 
@@ -330,7 +332,7 @@ def check_change(before: ReadPlan, after: ReadPlan, queries: list[QuerySpec],
 def check_gold_types(plan: ReadPlan, queries: list[QuerySpec], gold_types: dict[str, pl.DataType],
                      where: str) -> None:
     """Refuse a Silver type for a column whose type Gold has, when it is wider than Gold's."""
-    typed = typed_by_silver(queries)
+    typed = typed_by_silver(queries, plan.polars_schema())
     wider = [(c, gold_types[c.name]) for c in plan.columns
              if c.physical is not None and c.name in gold_types and c.name in typed
              and widens(gold_types[c.name], polars_type(c.delta_type))]
@@ -343,7 +345,7 @@ def check_gold_types(plan: ReadPlan, queries: list[QuerySpec], gold_types: dict[
             "table with the typeWidening feature). Nothing of this version was processed. To go on "
             "without losing or repeating a row, copy Gold into a new table with the wider type: "
             + " and ".join(f"`goldstream copy-gold --config <config> --query {q.name} --to <new Gold path>`"
-                           for q in queries if c.name in typed_by_silver([q]))
+                           for q in queries if c.name in typed_by_silver([q], plan.polars_schema()))
             + ", then set that query's gold_path to the new path and restart: it continues exactly where "
             "the old table ends (which stays as it is)."
         )
@@ -358,8 +360,9 @@ _WIDENINGS: dict[pl.DataType, set[pl.DataType]] = {
 }
 
 
-# Pairs of input types a function's Gold type may tell apart (min/max keep either; a decimal
-# sum or average follows its precision).
+# A narrow and a wide type, for a column that is not a decimal and for one that is: a
+# function whose Gold type tells them apart has Silver's type (min/max keep either; a
+# decimal's sum or average follows its precision).
 _TYPE_PROBES = ((pl.Float32(), pl.Float64()), (pl.Decimal(9, 2), pl.Decimal(12, 2)))
 
 
