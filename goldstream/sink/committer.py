@@ -16,11 +16,13 @@ earlier attempt of this process whose outcome was unknown means that one landed 
 (the state is rebuilt from the table, as after any storage failure); only a commit
 tagged by no attempt of ours is another instance.
 
-The owner also audits every commit it did not write (between its last commit and now,
-at open and before each commit): one that removes data, changes the metadata or the
-protocol, or (unless allowed) appends rows, and a table deleted or replaced under it,
-stop the query: building on a table someone else changed would silently lose or
-duplicate rows.
+The owner also audits every commit it did not write (its commitInfo names no appId of
+ours), incrementally from the last version audited, at open and before each commit: one
+that removes data, changes the metadata or the protocol, carries our `txn` appIds
+(forged offsets), marks as dataChange = false adds and removes that do not hold the same
+number of rows, or (unless allowed) appends rows; a commit file missing since the last
+audit (a gap no audit can see through); and a table deleted or replaced under it, stop
+the query: building on a table someone else changed would silently lose or duplicate rows.
 """
 
 from __future__ import annotations
