@@ -9,6 +9,9 @@
   appends only with allow_foreign_gold; OPTIMIZE is fine.
 - A commit whose outcome was unknown is looked up in the log: found, the single instance
   goes on (no "another instance").
+- No hole in the audit: a foreign commit whose dataChange = false actions add or remove
+  rows, one carrying the query's own `txn`, and a commit file missing since the last audit
+  (a DELETE cleaned after a later checkpoint) stop the query, at start and while `run` runs.
 
 Real Delta tables, the real CLI in subprocesses where exit codes or `run` matter.
 """

@@ -72,12 +72,16 @@ class LogCommit:
 
 
 def _num_records(action: dict[str, Any]) -> int | None:
-    """numRecords of an add/remove action's stats (a JSON string), None when absent."""
+    """The rows an add/remove action's file holds for readers: numRecords of its stats (a
+    JSON string) less the rows its deletion vector hides; None when there are no stats."""
     try:
         n = json.loads(action.get("stats") or "{}").get("numRecords")
     except (ValueError, AttributeError):
         return None
-    return int(n) if isinstance(n, int) else None
+    if not isinstance(n, int):
+        return None
+    hidden = (action.get("deletionVector") or {}).get("cardinality") or 0
+    return n - int(hidden)
 
 
 class DeltaLog:
