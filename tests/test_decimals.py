@@ -269,4 +269,4 @@ def test_a_decimal_sum_beyond_38_digits_stops_the_query(tmp_path: Path) -> None:
     proc = goldstream("replay", "--config", str(config), "--flush", check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2 and "Traceback" not in out, out[-3000:]
-    assert "versions 0-0: a sum of a decimal column needs more than 38 digits" in out, out[-3000:]
+    assert "versions 0-0: a sum of a decimal column" in out and "needs more than 38 digits" in out, out[-3000:]

@@ -708,10 +708,11 @@ class SilverSource:
             if isinstance(err, pl.exceptions.ComputeError) and "overflow in decimal" in str(err):
                 raise SourceError(
                     f"reading Silver {self.uri} versions {batch.first}-{batch.last}: a sum of a decimal column "
-                    f"needs more than 38 digits ({str(err).splitlines()[0]}), the most a decimal holds: an "
-                    "arithmetic overflow, which stops Spark 4 (ANSI mode) too. Nothing was committed for this "
-                    "batch. Cast the column in Silver to a decimal with fewer decimal places, or sum fewer "
-                    "rows per window, and start the query afresh under a new name or gold_path."
+                    f"(or decimal arithmetic in a condition) needs more than 38 digits "
+                    f"({str(err).splitlines()[0]}), the most a decimal holds: an arithmetic overflow (a sum "
+                    "stops Spark 4 in ANSI mode too). Nothing was committed for this batch. Cast the column in "
+                    "Silver to a decimal with fewer decimal places, or sum fewer rows per window, and start "
+                    "the query afresh under a new name or gold_path."
                 ) from None
             self._raise_file_error([(f, c.version, c.timestamp_ms) for c in batch.commits for f in c.files], err)
             raise
