@@ -121,6 +121,8 @@ def classify(err: BaseException) -> Kind | None:
         return "permanent"
     if isinstance(err, GoldstreamError):
         return None  # already explained by the code that raised it
+    if _is_schema_error(err):
+        return None  # a type or schema problem (its text may quote a column named "timeout_ms")
     if is_full(err):
         return "permanent"
     chain = _chain(err)
@@ -157,6 +159,14 @@ def classify(err: BaseException) -> Kind | None:
     if any(t in text for t in _TRANSIENT_TEXT):
         return "transient"
     return None
+
+
+def _is_schema_error(err: BaseException) -> bool:
+    """Polars' schema and type errors: the data does not fit the plan, whatever the storage."""
+    import polars.exceptions as pe
+
+    kinds = (pe.SchemaError, pe.SchemaFieldNotFoundError, pe.ColumnNotFoundError, pe.InvalidOperationError)
+    return any(isinstance(e, kinds) for e in _chain(err))
 
 
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})

@@ -9,6 +9,7 @@ A new function needs an entry in EXAMPLES below; the registry check fails until 
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 from datetime import date, datetime, timezone
 from typing import Any
 
@@ -55,6 +56,8 @@ _VALUES: dict[str, list[Any]] = {  # per Delta type: a null, duplicates, and NaN
                   datetime(2024, 1, 1, 11, 59, tzinfo=timezone.utc)],
     "date": [date(2024, 1, 1), None, date(1969, 7, 20), date(2024, 1, 1), date(2030, 1, 1), date(2000, 2, 29)],
     "binary": [b"a", b"", None, b"a", b"\x00", b"b"],
+    "decimal": [Decimal("1.500"), Decimal("-2.125"), None, Decimal("1.500"), Decimal("999999999.999"),
+                Decimal("0.001")],
 }
 # The column conditions and max_by/min_by order by: ties, a null, NaN.
 _Y = [1.0, 3.0, None, 3.0, math.nan, 0.0]
@@ -128,10 +131,10 @@ def _refuses_spark(function: Function) -> bool:
 
 @pytest.mark.parametrize(("fn", "args", "delta_type"), _aggregate_cases())
 def test_aggregate_state_fields_merge_and_gold_type(fn: str, args: dict[str, Any], delta_type: str) -> None:
-    function = _function(fn, args)
-    assert isinstance(function, AggregateFunction)
     rows = _silver(delta_type)
     input_schema = dict(rows.schema)
+    function = _function(fn, args).typed(input_schema)  # as the engine builds it: knowing Silver's types
+    assert isinstance(function, AggregateFunction)
     fields = function.state_fields()
 
     # update: one row per group holding exactly the declared state fields

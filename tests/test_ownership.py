@@ -9,6 +9,9 @@
   appends only with allow_foreign_gold; OPTIMIZE is fine.
 - A commit whose outcome was unknown is looked up in the log: found, the single instance
   goes on (no "another instance").
+- No hole in the audit: a foreign commit whose dataChange = false actions add or remove
+  rows, one carrying the query's own `txn`, and a commit file missing since the last audit
+  (a DELETE cleaned after a later checkpoint) stop the query, at start and while `run` runs.
 
 Real Delta tables, the real CLI in subprocesses where exit codes or `run` matter.
 """
@@ -329,3 +332,86 @@ def test_a_commit_that_lands_after_the_rebuild_is_this_instance_s_own(
     assert len(pending) == 2, "the uncertain commit did not land"
     assert p.runs[0].processed == len(history) - 1
     assert_gold_complete(gold, silver)
+
+
+# -- 5. no hole in the audit: quiet row changes, forged offsets, gaps in the log ----------------
+
+
+def _actions(table: Path, kind: str) -> list[dict[str, Any]]:
+    """The `add` actions of the latest snapshot, as a foreign writer would copy them."""
+    import json
+
+    adds = pl.from_arrow(DeltaTable(str(table)).get_add_actions(flatten=True)).struct.unnest().to_dicts()  # type: ignore[union-attr]
+    biggest = max(adds, key=lambda a: a["num_records"] or 0)
+    stats = json.dumps({"numRecords": biggest["num_records"]})
+    action = {"path": biggest["path"], "partitionValues": {}, "size": biggest["size_bytes"],
+              "modificationTime": int(time.time() * 1000), "dataChange": False}
+    if kind == "add":  # the same file added again: its rows count twice
+        return [{"add": {**action, "stats": stats}}]
+    return [{"remove": {**{k: v for k, v in action.items() if k != "modificationTime"},
+                        "deletionTimestamp": int(time.time() * 1000), "extendedFileMetadata": True}}]
+
+
+def _quiet_tamper(op: str, table: Path) -> int:
+    """A foreign commit the audit must catch; returns the version it must name."""
+    from deltalake import Transaction
+
+    from delta_by_hand import write_commit
+
+    if op == "quiet-add":
+        return write_commit(table, _actions(table, "add"), "OPTIMIZE")
+    if op == "quiet-remove":
+        return write_commit(table, _actions(table, "remove"), "OPTIMIZE")
+    if op == "own-txn-append":
+        txn = DeltaTable(str(table)).transaction_version("goldstream-country_stats")
+        write_deltalake(str(table), read_gold(table).head(3).to_arrow(), mode="append", commit_properties=CommitProperties(
+            app_transactions=[Transaction("goldstream-country_stats", int(txn), int(time.time() * 1000))]))
+        return DeltaTable(str(table)).version()
+    assert op == "cleaned-delete"  # a DELETE, then a checkpoint after it and its commit file cleaned
+    dt = DeltaTable(str(table))
+    dt.delete("flight_count > 1")
+    deleted = dt.version()
+    write_deltalake(str(table), read_gold(table).clear().to_arrow(), mode="append")  # a later commit, no rows
+    DeltaTable(str(table)).create_checkpoint()
+    (table / "_delta_log" / f"{deleted:020d}.json").unlink()
+    return deleted
+
+
+@pytest.mark.parametrize("op,found", [("quiet-add", "do not conserve rows"),
+                                      ("quiet-remove", "do not conserve rows"),
+                                      ("own-txn-append", "carries the offsets (txn) of application goldstream-country_stats"),
+                                      ("cleaned-delete", "is missing from its log")])
+def test_quiet_or_hidden_changes_by_another_writer_stop_the_query(op: str, found: str, tmp_path: Path,
+                                                                  history: list[pl.DataFrame]) -> None:
+    silver, gold = tmp_path / "silver", tmp_path / "gold"
+    append_commits(silver, history)
+    replay(EXAMPLE, silver, gold, to_version=9)
+    table = gold / "country_stats"
+    version = _quiet_tamper(op, table)
+    before = _state(table)
+    proc = cli(EXAMPLE, silver, gold)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    _no_traceback(proc)
+    assert f"Gold table {table} " in proc.stderr and f"version {version} " in proc.stderr, proc.stderr[-3000:]
+    assert found in proc.stderr, proc.stderr[-3000:]
+    assert _state(table) == before
+
+
+def test_a_quiet_change_while_run_runs_stops_it_at_the_next_commit(tmp_path: Path,
+                                                                   history: list[pl.DataFrame]) -> None:
+    """The incremental audit (from the last version audited) catches it too."""
+    silver, gold = tmp_path / "silver", tmp_path / "gold"
+    append_commits(silver, history[:8])
+    proc = _run(tmp_path, silver, gold)
+    try:
+        wait_caught_up(proc, gold, list(QUERIES), 7)
+        wait_until(lambda: (txn_version(gold, "country_stats") or -1) >= 0, "a Gold commit", proc)
+        table = gold / "country_stats"
+        version = _quiet_tamper("quiet-remove", table)
+        append_commits(silver, history[8:])
+        rc = proc.wait()
+    finally:
+        proc.signal(signal.SIGKILL)
+    err = proc.stderr()
+    assert rc == 2, err[-3000:]
+    assert f"version {version} " in err and "do not conserve rows" in err, err[-3000:]

@@ -29,8 +29,10 @@ class AggregateSet:
     functions: tuple[Function, ...]
 
     @classmethod
-    def for_query(cls, query: QuerySpec) -> AggregateSet:
-        return cls(tuple(build(a) for a in query.aggregates))
+    def for_query(cls, query: QuerySpec, input_schema: dict[str, pl.DataType] | None = None) -> AggregateSet:
+        """The query's functions, typed by Silver's column types as read (`input_schema`):
+        a decimal column's sum keeps its exact type, for one."""
+        return cls(tuple(build(a).typed(input_schema or {}) for a in query.aggregates))
 
     @property
     def aggregates(self) -> list[AggregateFunction]:
@@ -73,5 +75,5 @@ def gold_frame_schema(query: QuerySpec, input_schema: dict[str, pl.DataType]) ->
     derivation behind both the Gold table's schema and the engine's frames."""
     schema: dict[str, pl.DataType] = {WINDOW_START: WINDOW_BOUND, WINDOW_END: WINDOW_BOUND}
     schema.update({k: input_schema.get(k, pl.String()) for k in query.keys})
-    schema.update(AggregateSet.for_query(query).output_schema(input_schema))
+    schema.update(AggregateSet.for_query(query, input_schema).output_schema(input_schema))
     return schema

@@ -81,7 +81,7 @@ class WindowedAggregation:
         self._now_ms = 0  # the skew bound's "now" for rows whose commit has no timestamp
         self._empty: pl.DataFrame | None = None
         self.windows = Windows.from_spec(self.query.window)
-        self.aggs = AggregateSet.for_query(self.query)
+        self.aggs = AggregateSet.for_query(self.query, self.input_schema)
         self.keys = list(self.query.keys)
 
     # -- public --------------------------------------------------------------------

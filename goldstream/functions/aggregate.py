@@ -27,6 +27,7 @@ from goldstream.functions.base import (
     sql_literal,
 )
 from goldstream.functions.condition import Condition, spark_condition
+from goldstream.functions.decimals import average, avg_type, checked_sum, is_decimal, precision_scale, sum_type
 
 
 @dataclass(frozen=True)
@@ -216,39 +217,66 @@ class ColumnAggregate(AggregateFunction):
 
 @dataclass(frozen=True)
 class Sum(ColumnAggregate):
-    """Sum of non-null values in double, null when there are none (Spark's sum)."""
+    """Sum of non-null values, null when there are none (Spark's sum): in double for a
+    numeric column; for a decimal(p,s) column exact, as Spark's decimal(min(38,p+10),s)
+    (state: Polars' exact Decimal(38,s) sum; an overflow stops the query, as in ANSI Spark)."""
 
     fn = "sum"
     state = ("sum", "n")
 
+    def decimal_input(self) -> bool:
+        return is_decimal(self.silver_type(self.column))
+
     def update(self) -> list[pl.Expr]:
+        values = self.values(self.column)
         return [
-            self.values(self.column).cast(pl.Float64).sum().alias(self.state_field("sum")),
-            self.values(self.column).count().cast(pl.Int64).alias(self.state_field("n")),
+            (values if self.decimal_input() else values.cast(pl.Float64)).sum().alias(self.state_field("sum")),
+            values.count().cast(pl.Int64).alias(self.state_field("n")),
         ]
 
     def merge(self) -> list[pl.Expr]:
         return [self.state_col("sum").sum(), self.state_col("n").sum()]
 
     def finalize(self) -> pl.Expr:
-        return pl.when(self.state_col("n") > 0).then(self.state_col("sum")).alias(self.name)
+        total, n = self.state_col("sum"), self.state_col("n")
+        if self.decimal_input():
+            return checked_sum(total, n, self.silver_type(self.column), self._what()).alias(self.name)
+        return pl.when(n > 0).then(total).alias(self.name)
+
+    def return_type(self, input_schema: dict[str, pl.DataType]) -> pl.DataType:
+        dtype = input_schema.get(self.column)
+        return pl.Decimal(*sum_type(*precision_scale(dtype))) if is_decimal(dtype) else pl.Float64()
+
+    def _what(self) -> str:
+        return f"aggregate {self.name!r} ({self.fn} of {self.column!r})"
 
     def spark_call(self) -> str:
-        return f"sum({sql_double(self.column)})"
+        return f"sum({self._spark_input()})"
+
+    def _spark_input(self) -> str:
+        """A decimal column is aggregated as it is (exactly); others as double."""
+        return sql_column(self.column) if self.decimal_input() else sql_double(self.column)
 
 
 @dataclass(frozen=True)
 class Avg(Sum):
-    """Mean of non-null values; NaN propagates through the sum."""
+    """Mean of non-null values; NaN propagates through the sum. A decimal(p,s) column's is
+    Spark's exact decimal(min(38,p+4), min(38,s+4)) (see functions/decimals.py)."""
 
     fn = "avg"
 
     def finalize(self) -> pl.Expr:
-        n = self.state_col("n")
-        return pl.when(n > 0).then(self.state_col("sum") / n).alias(self.name)
+        total, n = self.state_col("sum"), self.state_col("n")
+        if self.decimal_input():
+            return average(total, n, self.silver_type(self.column), self._what()).alias(self.name)
+        return pl.when(n > 0).then(total / n).alias(self.name)
+
+    def return_type(self, input_schema: dict[str, pl.DataType]) -> pl.DataType:
+        dtype = input_schema.get(self.column)
+        return pl.Decimal(*avg_type(*precision_scale(dtype))) if is_decimal(dtype) else pl.Float64()
 
     def spark_call(self) -> str:
-        return f"avg({sql_double(self.column)})"
+        return f"avg({self._spark_input()})"
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import ClassVar, Protocol
 
 import polars as pl
 
 # Delta type names a function may accept for its Silver column.
 NUMERIC = frozenset({"long", "integer", "short", "byte", "float", "double"})
-DECIMAL = "decimal"  # any precision and scale; read as double
+DECIMAL = "decimal"  # any precision and scale; read exactly, as Polars' Decimal (see decimals.py)
 TEMPORAL = frozenset({"timestamp", "date"})
 # Types with Spark's ordering (NaN above every number): what min/max/max_by compare.
 ORDERED = NUMERIC | {DECIMAL} | TEMPORAL | {"string"}
@@ -63,17 +63,21 @@ class Function(ABC):
     spark_difference: ClassVar[str | None] = None
 
     name: str
+    # Silver's column types as read, for a function whose state or result depends on them
+    # (a decimal's precision and scale): set by `typed()` once the table's schema is known.
+    silver_types: tuple[tuple[str, pl.DataType], ...] = field(default=(), kw_only=True, repr=False,
+                                                              metadata={"config": False})
 
     @classmethod
     def arguments(cls) -> tuple[str, ...]:
         """The config arguments it takes, in declaration order."""
-        return tuple(f.name for f in fields(cls) if f.name != "name")
+        return tuple(f.name for f in fields(cls) if f.name != "name" and f.metadata.get("config", True))
 
     @classmethod
     def required_arguments(cls) -> tuple[str, ...]:
         """The config arguments it cannot do without (those without a default)."""
-        return tuple(f.name for f in fields(cls)
-                     if f.name != "name" and f.default is MISSING and f.default_factory is MISSING)
+        return tuple(f.name for f in fields(cls) if f.name in cls.arguments()
+                     and f.default is MISSING and f.default_factory is MISSING)
 
     @classmethod
     def check_values(cls, args: Arguments) -> None:
@@ -89,6 +93,15 @@ class Function(ABC):
     def silver_inputs(self) -> dict[str, frozenset[str]]:
         """Silver columns it reads, each with the Delta types it accepts."""
         return {}
+
+    def typed(self, input_schema: dict[str, pl.DataType]) -> Function:
+        """The same function, knowing the types its Silver columns are read at."""
+        return replace(self, silver_types=tuple((c, input_schema[c]) for c in self.silver_inputs()
+                                                if c in input_schema))
+
+    def silver_type(self, column: str) -> pl.DataType | None:
+        """The type `column` is read at, once `typed()`; None before."""
+        return dict(self.silver_types).get(column)
 
     def finalized_inputs(self) -> tuple[str, ...]:
         """Output columns (declared before it) that it is computed from."""

@@ -16,11 +16,13 @@ earlier attempt of this process whose outcome was unknown means that one landed 
 (the state is rebuilt from the table, as after any storage failure); only a commit
 tagged by no attempt of ours is another instance.
 
-The owner also audits every commit it did not write (between its last commit and now,
-at open and before each commit): one that removes data, changes the metadata or the
-protocol, or (unless allowed) appends rows, and a table deleted or replaced under it,
-stop the query: building on a table someone else changed would silently lose or
-duplicate rows.
+The owner also audits every commit it did not write (its commitInfo names no appId of
+ours), incrementally from the last version audited, at open and before each commit: one
+that removes data, changes the metadata or the protocol, carries our `txn` appIds
+(forged offsets), marks as dataChange = false adds and removes that do not hold the same
+number of rows, or (unless allowed) appends rows; a commit file missing since the last
+audit (a gap no audit can see through); and a table deleted or replaced under it, stop
+the query: building on a table someone else changed would silently lose or duplicate rows.
 """
 
 from __future__ import annotations
@@ -173,39 +175,67 @@ class Committer:
     # -- ownership ------------------------------------------------------------------------
 
     def is_own(self, c: LogCommit) -> bool:
-        """Written by this application (any instance of it): its `txn`s or its commitInfo."""
-        return bool(self.own_txns & c.txns.keys()) or c.info.get(APP_ID) == self.app_id
+        """Written by this application (any instance of it): its commitInfo says so. A `txn`
+        of ours alone proves nothing: any writer can put one in its commit."""
+        return c.info.get(APP_ID) == self.app_id
 
     def start_audit(self, resume: bool) -> None:
-        """At open: with `resume`, audit every commit after this application's last one
-        (read back from the latest until one of ours, or until log cleanup removed the
-        rest); then watch from the current version."""
+        """At open: with `resume`, audit every commit after this application's last one,
+        read back from the latest; a commit file missing before one of ours is found is a
+        gap no audit can see through. Then watch from the current version."""
         assert self.dt is not None
         latest = self.dt.version()
         if resume:
             foreign: list[LogCommit] = []
+            gap = None
             for v in range(latest, -1, -1):
                 c = self.log.commit(v)
-                if c is None or self.is_own(c):
+                if c is None:
+                    gap = v
+                    break
+                if self.is_own(c):
                     break
                 foreign.append(c)
             self._audit(reversed(foreign))
+            if gap is not None:
+                self._refuse_gap(gap, latest)
         self._anchor = None
         self._set_anchor(latest)
 
     def audit(self, after: int, through: int) -> None:
-        """Check the commits in (after, through]; the last one becomes the anchor."""
+        """Check the commits in (after, through]; the last one becomes the anchor. Only the
+        commits since the last audit are read: the audit is incremental."""
         if through > after:
-            self._audit(self.log.commits(after, through))
+            commits = self.log.every_commit(after, through)
+            self._audit(c for c in commits if c is not None)
+            missing = next((after + 1 + i for i, c in enumerate(commits) if c is None), None)
+            if missing is not None:
+                self._refuse_gap(missing, through)
             self._set_anchor(through)
+
+    def _refuse_gap(self, version: int, latest: int) -> None:
+        raise Tampered(
+            f"{self.what} has a gap at version {version} (_delta_log/{version:020d}.json is missing from its log) "
+            f"that {self.owner} has not audited (the table is at version {latest}; the last commit "
+            f"it audited or wrote is older). Someone removed a commit written by someone else, so what it did to the "
+            f"rows (a DELETE, an overwrite) cannot be known. {self.owner} stops rather than build on rows that may "
+            f"be gone or duplicated. Restore that commit file (object-store versioning, a backup) and restart; "
+            f"else rebuild this table from Silver under a new gold_path. {self.remedy}".rstrip())
 
     def _audit(self, commits: Iterable[LogCommit]) -> None:
         for c in commits:
             if self.is_own(c):
                 continue
             found = []
+            forged = sorted(self.own_txns & c.txns.keys())
+            if forged:
+                found.append(f"carries the offsets (txn) of application {', '.join(forged)}, which only "
+                             f"{self.owner} writes (they now claim progress it did not make)")
             if c.removed:
                 found.append(f"removed {c.removed} data file(s) with their rows")
+            unconserved = self._unconserved(c)
+            if unconserved:
+                found.append(unconserved)
             if c.metadata:
                 found.append("changed the table's metadata (schema, description or properties)")
             if c.protocol:
@@ -223,6 +253,25 @@ class Committer:
             if c.added:
                 log.info("%s: version %d (%s) appended by another writer; %s", self.what, c.version, c.operation,
                          self.foreign_appends)
+
+    def _unconserved(self, c: LogCommit) -> str | None:
+        """What a commit's dataChange = false actions did to the rows when they do not
+        conserve them (a compaction adds exactly the rows it removes), else None. Row counts
+        come from the actions' stats, else from the files' Parquet footers."""
+        if not c.quiet_adds and not c.quiet_removes:
+            return None
+        counts = [[n if n is not None else self.log.file_rows(path) for path, n in files]
+                  for files in (c.quiet_adds, c.quiet_removes)]
+        adds, removes = (len(files) for files in (c.quiet_adds, c.quiet_removes))
+        if any(n is None for files in counts for n in files):
+            return (f"added {adds} and removed {removes} data file(s) marked dataChange = false (a claim that no "
+                    "row changed) whose row counts cannot be verified (no numRecords, file gone)")
+        added, removed = (sum(files) for files in counts)  # type: ignore[arg-type]
+        if added == removed:
+            return None
+        return (f"added {adds} data file(s) holding {added} row(s) and removed {removes} holding {removed} row(s), "
+                f"all marked dataChange = false, a claim that no row changed: they do not conserve rows "
+                f"({added - removed:+d} rows, {'duplicated' if added > removed else 'lost'})")
 
     def _set_anchor(self, version: int, identity: str | None = None) -> None:
         if identity is None:

@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable, write_deltalake
 from deltalake.transaction import AddAction, RemoveAction
 
-from goldstream.sink.committer import APP_ID, TAG, Committer, Fence
+from goldstream.sink.committer import Committer, Fence
 from goldstream.storage import Storage, fs_path, join
 
 log = logging.getLogger(__name__)

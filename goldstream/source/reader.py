@@ -40,6 +40,7 @@ from goldstream.source.schema import (
     check_change,
     check_gold_types,
     check_protocol,
+    delta_type_name,
     plan_reads,
     polars_type,
     typed_by_silver,
@@ -580,7 +581,7 @@ class SilverSource:
         assert self.current_plan is not None
         types = self.current_plan.polars_schema()
         gold = self._gold_column_types(gold_uri)
-        for col, outputs in typed_by_silver([query]).items():
+        for col, outputs in typed_by_silver([query], types).items():
             had = {gold[name] for name, _ in outputs if name in gold}
             column = self.current_plan.column(col)
             widened = {polars_type(t) for t in column.widened_from} if column is not None else set()
@@ -704,6 +705,15 @@ class SilverSource:
         except Exception as err:  # find the culprit file, for a message that names it
             if classify(err) is not None:
                 raise  # storage unreachable or refusing, not a bad file: retried or reported as such
+            if isinstance(err, pl.exceptions.ComputeError) and "overflow in decimal" in str(err):
+                raise SourceError(
+                    f"reading Silver {self.uri} versions {batch.first}-{batch.last}: a sum of a decimal column "
+                    f"(or decimal arithmetic in a condition) needs more than 38 digits "
+                    f"({str(err).splitlines()[0]}), the most a decimal holds: an arithmetic overflow (a sum "
+                    "stops Spark 4 in ANSI mode too). Nothing was committed for this batch. Cast the column in "
+                    "Silver to a decimal with fewer decimal places, or sum fewer rows per window, and start "
+                    "the query afresh under a new name or gold_path."
+                ) from None
             self._raise_file_error([(f, c.version, c.timestamp_ms) for c in batch.commits for f in c.files], err)
             raise
         return result
@@ -729,6 +739,15 @@ class SilverSource:
                         "removed it while this query still needs it). " + _WAYS_OUT
                         + " Nothing was committed for this batch."
                     ) from None
+                mismatch = self._type_mismatches(f)
+                if mismatch:
+                    raise SourceError(
+                        f"data file {uri} of Silver version {v} does not hold the table's schema: "
+                        + "; ".join(mismatch) + ". The file is readable and its data intact: a writer put "
+                        "it there without following the table's schema (a schema problem, not a damaged file). "
+                        "Rewrite those rows with the table's column types (or change the Silver column's type "
+                        "with a schema change Delta allows), then restart: nothing was committed for this batch."
+                    ) from None
                 raise SourceError(
                     f"cannot read data file {uri} of Silver version {v}: it is corrupt or truncated "
                     f"({text.splitlines()[0] if text else type(file_err).__name__}). Restore the file and "
@@ -737,6 +756,31 @@ class SilverSource:
                     "under a new query name or gold_path."
                 ) from None
         log.debug("batch read failed but each file reads alone: %s", err)
+
+    def _type_mismatches(self, f: AddedFile) -> list[str]:
+        """The needed columns a data file stores at a type the reader cannot turn into the
+        plan's, each as "column 'x' is <file type> in the file, <table type> in the table";
+        [] when the file's footer cannot be read (then the file itself is damaged)."""
+        assert self.plan is not None
+        uri = self._file_uri(f)
+        options = self.storage.polars_options(self.uri)
+        try:
+            stored = pl.scan_parquet(uri, storage_options=options, glob=False).collect_schema()
+        except Exception as err:  # noqa: BLE001 - an unreadable footer: a damaged file
+            if classify(err) is not None:
+                raise
+            return []
+        out = []
+        for c in self.plan.data_columns:
+            if c.physical is None or c.physical not in stored or stored[c.physical] == c.dtype:
+                continue
+            try:
+                pl.scan_parquet(uri, schema={c.physical: c.dtype}, missing_columns="insert", extra_columns="ignore",
+                                cast_options=_CAST, glob=False, storage_options=options).head(1).collect()
+            except pl.exceptions.SchemaError:
+                out.append(f"column {c.name!r} is stored as {delta_type_name(stored[c.physical])} in the file, "
+                           f"while the table's schema says {c.delta_type}")
+        return out
 
 
 def _parse_partition(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:

@@ -17,6 +17,7 @@ widening is read at the wider type, and stops only when the column's type reache
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -86,12 +87,22 @@ def _type_name(t: Any) -> str:
     return t if isinstance(t, str) else str(t.get("type", t))
 
 
+_DECIMAL = re.compile(r"decimal\(\s*(\d+)\s*,\s*(\d+)\s*\)$")
+
+
+def _decimal_scale(delta_type: str) -> int:
+    m = _DECIMAL.match(delta_type)
+    assert m is not None
+    return int(m.group(2))
+
+
 def polars_type(delta_type: Any) -> pl.DataType:
+    """The Polars type a Delta type is read at: a decimal exactly, as Decimal(p, s)."""
     name = _type_name(delta_type)
     if name in _PRIMITIVE_TO_POLARS:
         return _PRIMITIVE_TO_POLARS[name]
-    if name.startswith("decimal"):
-        return pl.Float64()  # read as double: the aggregates are computed in double
+    if m := _DECIMAL.match(name):
+        return pl.Decimal(int(m.group(1)), int(m.group(2)))
     raise ValueError(f"unsupported type {name}")
 
 
@@ -233,6 +244,16 @@ def plan_reads(
         dtype = now[col].dtype if col in now else polars_type(tname)
         changes = (f.get("metadata") or {}).get("delta.typeChanges") or []
         widened = tuple(str(c.get("fromType")) for c in changes if isinstance(c, dict) and not c.get("fieldPath"))
+        rescaled = [w for w in widened if base == "decimal" and _DECIMAL.match(w)
+                    and _decimal_scale(w) != _decimal_scale(tname)]
+        if rescaled:
+            problems.append(
+                f"column {col!r} ({why}) has type {tname}, widened from {rescaled[0]} (Delta type widening), so "
+                f"files written before the widening hold its values at scale {_decimal_scale(rescaled[0])}: "
+                "goldstream reads a decimal exactly only at the scale its files hold. Rewrite the table's older "
+                "files at the new type (e.g. Spark's REORG TABLE ... APPLY (PURGE) after the widening, or a full "
+                "rewrite), or start the query from the widening's version on (starting_version)")
+            continue
         plans.append(ColumnPlan(col, physical, tname, dtype, col in partition_columns, widened))
     if not problems:
         problems = _condition_problems(queries, {c.name: c.dtype for c in plans})
@@ -254,11 +275,13 @@ def _identity(f: dict[str, Any], mapping_mode: str) -> str:
     return (f.get("metadata") or {}).get("delta.columnMapping.physicalName", f["name"])
 
 
-def typed_by_silver(queries: list[QuerySpec]) -> dict[str, list[tuple[str, str]]]:
+def typed_by_silver(queries: list[QuerySpec],
+                    types: dict[str, pl.DataType] | None = None) -> dict[str, list[tuple[str, str]]]:
     """Silver columns whose type is a Gold column's type: keys, and the inputs of functions
-    whose Gold type follows their input's (min/max), each with (Gold column, what it is).
-    Other inputs feed functions of a fixed Gold type (counts long, avg/sum/stddev double),
-    so those columns can be read at any wider type."""
+    whose Gold type follows their input's (min/max; sum/avg of a decimal, by its precision),
+    each with (Gold column, what it is). Other inputs feed functions of a fixed Gold type
+    (counts long, avg/sum/stddev of numbers double), so those columns can be read at any
+    wider type. `types` (Silver's, as read) tells a decimal column from the others."""
     out: dict[str, list[tuple[str, str]]] = {}
     for q in queries:
         for k in q.keys:
@@ -266,7 +289,8 @@ def typed_by_silver(queries: list[QuerySpec]) -> dict[str, list[tuple[str, str]]
         for a in q.aggregates:
             fn = build(a)
             for col in fn.silver_inputs():
-                if fn.return_type({col: pl.Float32()}) != fn.return_type({col: pl.Float64()}):
+                narrow, wide = _TYPE_PROBES[isinstance((types or {}).get(col), pl.Decimal)]
+                if fn.return_type({col: narrow}) != fn.return_type({col: wide}):
                     out.setdefault(col, []).append((a.name, f"{a.name!r} ({a.fn}) of query {q.name!r}"))
     return out
 
@@ -308,7 +332,7 @@ def check_change(before: ReadPlan, after: ReadPlan, queries: list[QuerySpec],
 def check_gold_types(plan: ReadPlan, queries: list[QuerySpec], gold_types: dict[str, pl.DataType],
                      where: str) -> None:
     """Refuse a Silver type for a column whose type Gold has, when it is wider than Gold's."""
-    typed = typed_by_silver(queries)
+    typed = typed_by_silver(queries, plan.polars_schema())
     wider = [(c, gold_types[c.name]) for c in plan.columns
              if c.physical is not None and c.name in gold_types and c.name in typed
              and widens(gold_types[c.name], polars_type(c.delta_type))]
@@ -316,12 +340,12 @@ def check_gold_types(plan: ReadPlan, queries: list[QuerySpec], gold_types: dict[
         c, was = wider[0]
         raise SourceError(
             f"Silver version {where} widens column {c.name!r} to {c.delta_type} (type widening), and "
-            f"Gold holds it as {_delta_name(was)}: it is the type of {', '.join(w for _, w in typed[c.name])}. A Gold column "
+            f"Gold holds it as {delta_type_name(was)}: it is the type of {', '.join(w for _, w in typed[c.name])}. A Gold column "
             "cannot change its type in place (delta-rs can neither alter a column's type nor write a "
             "table with the typeWidening feature). Nothing of this version was processed. To go on "
             "without losing or repeating a row, copy Gold into a new table with the wider type: "
             + " and ".join(f"`goldstream copy-gold --config <config> --query {q.name} --to <new Gold path>`"
-                           for q in queries if c.name in typed_by_silver([q]))
+                           for q in queries if c.name in typed_by_silver([q], plan.polars_schema()))
             + ", then set that query's gold_path to the new path and restart: it continues exactly where "
             "the old table ends (which stays as it is)."
         )
@@ -336,10 +360,23 @@ _WIDENINGS: dict[pl.DataType, set[pl.DataType]] = {
 }
 
 
+# A narrow and a wide type, for a column that is not a decimal and for one that is: a
+# function whose Gold type tells them apart has Silver's type (min/max keep either; a
+# decimal's sum or average follows its precision).
+_TYPE_PROBES = ((pl.Float32(), pl.Float64()), (pl.Decimal(9, 2), pl.Decimal(12, 2)))
+
+
 def widens(narrow: pl.DataType, wide: pl.DataType) -> bool:
-    """Whether `wide` is a Delta type widening of `narrow`."""
+    """Whether `wide` is a Delta type widening of `narrow` (a decimal: no fewer integer
+    digits and no smaller scale)."""
+    if isinstance(narrow, pl.Decimal) and isinstance(wide, pl.Decimal):
+        (p1, s1), (p2, s2) = ((int(d.precision or 38), int(d.scale)) for d in (narrow, wide))
+        return (p1, s1) != (p2, s2) and p2 - s2 >= p1 - s1 and s2 >= s1
     return wide in _WIDENINGS.get(narrow, set())
 
 
-def _delta_name(dtype: pl.DataType) -> str:
+def delta_type_name(dtype: pl.DataType) -> str:
+    """A Polars type by its Delta name (decimal(p,s), long, ...), else as Polars names it."""
+    if isinstance(dtype, pl.Decimal):
+        return f"decimal({dtype.precision},{dtype.scale})"
     return next((k for k, v in _PRIMITIVE_TO_POLARS.items() if v == dtype), str(dtype))
