@@ -341,7 +341,8 @@ def _actions(table: Path, kind: str) -> list[dict[str, Any]]:
     """The `add` actions of the latest snapshot, as a foreign writer would copy them."""
     import json
 
-    adds = pl.from_arrow(DeltaTable(str(table)).get_add_actions(flatten=True)).struct.unnest().to_dicts()  # type: ignore[union-attr]
+    actions = pl.from_arrow(DeltaTable(str(table)).get_add_actions(flatten=True))
+    adds = actions.struct.unnest().to_dicts()  # type: ignore[union-attr]
     biggest = max(adds, key=lambda a: a["num_records"] or 0)
     stats = json.dumps({"numRecords": biggest["num_records"]})
     action = {"path": biggest["path"], "partitionValues": {}, "size": biggest["size_bytes"],
@@ -364,8 +365,9 @@ def _quiet_tamper(op: str, table: Path) -> int:
         return write_commit(table, _actions(table, "remove"), "OPTIMIZE")
     if op == "own-txn-append":
         txn = DeltaTable(str(table)).transaction_version("goldstream-country_stats")
-        write_deltalake(str(table), read_gold(table).head(3).to_arrow(), mode="append", commit_properties=CommitProperties(
-            app_transactions=[Transaction("goldstream-country_stats", int(txn), int(time.time() * 1000))]))
+        forged = CommitProperties(
+            app_transactions=[Transaction("goldstream-country_stats", int(txn), int(time.time() * 1000))])
+        write_deltalake(str(table), read_gold(table).head(3).to_arrow(), mode="append", commit_properties=forged)
         return DeltaTable(str(table)).version()
     assert op == "cleaned-delete"  # a DELETE, then a checkpoint after it and its commit file cleaned
     dt = DeltaTable(str(table))
@@ -379,7 +381,8 @@ def _quiet_tamper(op: str, table: Path) -> int:
 
 @pytest.mark.parametrize("op,found", [("quiet-add", "do not conserve rows"),
                                       ("quiet-remove", "do not conserve rows"),
-                                      ("own-txn-append", "carries the offsets (txn) of application goldstream-country_stats"),
+                                      ("own-txn-append",
+                                       "carries the offsets (txn) of application goldstream-country_stats"),
                                       ("cleaned-delete", "is missing from its log")])
 def test_quiet_or_hidden_changes_by_another_writer_stop_the_query(op: str, found: str, tmp_path: Path,
                                                                   history: list[pl.DataFrame]) -> None:
