@@ -159,6 +159,17 @@ def test_decimal_columns_replay_exactly_with_sparks_types(tmp_path: Path) -> Non
     _assert_gold(gold, rows)
 
 
+def test_decimal_state_is_rebuilt_exactly_after_a_restart(tmp_path: Path) -> None:
+    """Replay stopped at version 2, then resumed: the state rebuilt from Gold's offsets
+    gives the same Gold, types and values, as one uninterrupted replay."""
+    silver, gold = tmp_path / "silver", tmp_path / "gold"
+    rows = _silver(silver)
+    config = write_config(tmp_path / "c.toml", silver, gold, [_query()])
+    goldstream("replay", "--config", str(config), "--to-version", "2")
+    goldstream("replay", "--config", str(config), "--flush")
+    _assert_gold(gold, rows)
+
+
 def _widen(table: Path, column: str, to: str) -> int:
     """A decimal column widened the way Delta's typeWidening records it."""
     def edit(fields: list[dict]) -> list[dict]:
@@ -202,7 +213,9 @@ def test_a_decimal_widened_in_scale_is_refused_at_start_before_any_table(tmp_pat
     assert not gold.exists()
 
 
-def test_a_decimal_file_of_another_type_is_a_schema_error_not_a_corrupt_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stored", [pa.decimal128(12, 4), pa.string(), pa.float64()])
+def test_a_decimal_file_of_another_type_is_a_schema_error_not_a_corrupt_file(stored: pa.DataType,
+                                                                              tmp_path: Path) -> None:
     """A data file whose decimal column does not have the table's type (a writer that
     ignored the schema) is reported as a type problem naming the column, both types and
     the file; not as a corrupt file to restore."""
@@ -210,16 +223,19 @@ def test_a_decimal_file_of_another_type_is_a_schema_error_not_a_corrupt_file(tmp
     rng = random.Random(3)
     write_deltalake(str(silver), _arrow(_rows(0, rng)), mode="append")
     wrong = _arrow(_rows(1, rng))
-    wrong = wrong.set_column(wrong.schema.get_field_index("d9"), "d9",
-                             pa.array([None if v is None else v.scaleb(0) for v in wrong["d9"].to_pylist()],
-                                      pa.decimal128(12, 4)))
+    values = wrong["d9"].to_pylist()
+    if not pa.types.is_decimal(stored):
+        values = [None if v is None else (str(v) if pa.types.is_string(stored) else float(v)) for v in values]
+    wrong = wrong.set_column(wrong.schema.get_field_index("d9"), "d9", pa.array(values, stored))
     version = append_parquet(silver, wrong)
+    file_type = {"decimal128(12, 4)": "decimal(12,4)", "string": "string", "double": "double"}[str(stored)]
     config = write_config(tmp_path / "c.toml", silver, gold, [_query()])
     proc = goldstream("replay", "--config", str(config), check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2, out[-3000:]
     assert "corrupt" not in out and "Traceback" not in out
-    for words in ("'d9'", "decimal(12,4)", "decimal(9,2)", f"Silver version {version}", "schema"):
+    for words in ("'d9'", f"stored as {file_type} in the file", "decimal(9,2)", f"Silver version {version}",
+                  "schema"):
         assert words in out, (words, out[-3000:])
 
 

@@ -340,7 +340,8 @@ def check_gold_types(plan: ReadPlan, queries: list[QuerySpec], gold_types: dict[
         c, was = wider[0]
         raise SourceError(
             f"Silver version {where} widens column {c.name!r} to {c.delta_type} (type widening), and "
-            f"Gold holds it as {delta_type_name(was)}: it is the type of {', '.join(w for _, w in typed[c.name])}. A Gold column "
+            f"Gold holds it as {delta_type_name(was)}: it is the type of "
+            f"{', '.join(w for _, w in typed[c.name])}. A Gold column "
             "cannot change its type in place (delta-rs can neither alter a column's type nor write a "
             "table with the typeWidening feature). Nothing of this version was processed. To go on "
             "without losing or repeating a row, copy Gold into a new table with the wider type: "
