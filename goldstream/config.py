@@ -20,8 +20,11 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic_settings import (
@@ -170,14 +173,21 @@ class AggregateSpec(_Strict):
 
 
 class QuerySpec(_Strict):
-    """One streaming query: Silver → windowed aggregate → its own Gold table."""
+    """One streaming query: Silver → windowed aggregate → its own Gold table. Defined either
+    by `window`, `keys`, `aggregates` (and `filter`), or by `sql`: Spark SQL text, from which
+    those are derived (goldstream/sql/), so the engine runs both the same way."""
 
     name: Identifier
     event_time: Text = "event_timestamp"
     keys: list[Identifier] = Field(default_factory=list)
-    window: WindowSpec
+    window: WindowSpec | None = None
     watermark_delay: Duration
-    aggregates: list[AggregateSpec] = Field(min_length=1)
+    aggregates: list[AggregateSpec] = Field(default_factory=list)
+    # Spark SQL: SELECT ... FROM silver ... GROUP BY window(...), keys (docs/query-language.md).
+    sql: str | None = None
+    # Spark 4's default ANSI mode: division by zero, overflow and invalid casts stop the query;
+    # false gives Spark's legacy NULLs instead.
+    ansi: bool = True
     # Spark SQL condition on Silver rows: those failing it are not input to this query (they
     # move no watermark, as with Spark's filter before withWatermark) and are counted.
     filter: str | None = None
@@ -213,8 +223,55 @@ class QuerySpec(_Strict):
         _require(v, "max_event_time_skew", positive=False)
         return v
 
+    _sql_query: Any = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _from_sql(self) -> QuerySpec:
+        """A SQL query: parse it and fill in the window, keys and aggregates it means."""
+        if self.sql is None:
+            if self.window is None:
+                raise ValueError(f"query {self.name!r} needs either `sql` or a `window` with `aggregates`")
+            if not self.aggregates:
+                raise ValueError(f"query {self.name!r}: `aggregates` must list at least one aggregate")
+            return self
+        given = [f for f in ("window", "keys", "aggregates", "filter") if f in self.model_fields_set]
+        if given:
+            raise ValueError(f"query {self.name!r} has `sql` and also {', '.join(given)}: a SQL query says its "
+                             "window, keys, aggregates and WHERE in the SQL; remove the other fields")
+        from goldstream.sql.errors import SqlError
+        from goldstream.sql.plan import plan_fields
+        try:
+            parsed, window, keys, aggregates = plan_fields(self.sql)
+        except SqlError as err:
+            raise ValueError(f"query {self.name!r}: sql: {err}") from None
+        if "event_time" in self.model_fields_set and self.event_time != parsed.event_time:
+            raise ValueError(f"query {self.name!r}: event_time is {self.event_time!r} but the SQL's window is over "
+                             f"{parsed.event_time!r}; the watermark and the window must use one column")
+        object.__setattr__(self, "event_time", parsed.event_time)
+        object.__setattr__(self, "window", WindowSpec(**window))
+        object.__setattr__(self, "keys", keys)
+        object.__setattr__(self, "aggregates", [AggregateSpec.model_construct(**a) for a in aggregates])
+        self._sql_query = parsed
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A SQL query dumps as its SQL (what it derived is derived again when loaded)."""
+        data = handler(self)
+        if self.sql is not None:
+            for derived in ("window", "keys", "aggregates", "filter"):
+                data.pop(derived, None)
+        return data
+
+    @property
+    def sql_query(self) -> Any:
+        """The parsed SQL (goldstream.sql.query.SqlQuery), or None for a TOML query."""
+        return self._sql_query
+
     @model_validator(mode="after")
     def _check_names(self) -> QuerySpec:
+        if self.sql is not None:
+            return self
         outputs = ["window_start", "window_end", *self.keys, *(a.name for a in self.aggregates)]
         if clash := first_collision(outputs):
             raise ValueError(f"query {self.name!r}: output column {collision_message(*clash)}; "
@@ -394,6 +451,9 @@ class Settings(BaseSettings):
     )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Static Delta tables a SQL query may join, by the name the SQL uses: name -> URI (a
+    # local path, relative to the configuration file, or s3://...).
+    tables: dict[Identifier, Text] = Field(default_factory=dict)
     source: SourceSpec = SourceSpec()
     sink: SinkSpec = SinkSpec()
     storage: StorageSpec = StorageSpec()
@@ -413,6 +473,12 @@ class Settings(BaseSettings):
             if q.late_sink:
                 tables.append((f"the late sink of query {q.name!r}", q.late_sink))
         check_apart(tables)
+        for q in self.queries:
+            for name in (q.sql_query.tables if q.sql_query is not None else ()):
+                if name not in self.tables:
+                    known = ", ".join(self.tables) or "none"
+                    raise ValueError(f"query {q.name!r} joins table {name!r}, which [tables] does not name "
+                                     f"(it names: {known}); add {name} = \"<Delta table URI>\" under [tables]")
         return self
 
     def max_event_time_skew(self, query: QuerySpec) -> timedelta | None:
@@ -496,7 +562,7 @@ def load_settings(path: str | Path) -> Settings:
 
         with p.open("rb") as fh:
             tomllib.load(fh)
-        return FromFile()
+        return _tables_relative_to(FromFile(), p)
     except ValidationError as err:
         raise ConfigError(_describe(err, p)) from None
     except ValueError as err:  # tomllib.TOMLDecodeError and env JSON errors
@@ -504,6 +570,15 @@ def load_settings(path: str | Path) -> Settings:
                           "environment variable) at the place shown") from None
     except OSError as err:
         raise ConfigError(f"cannot read configuration file {p}: {err.strerror or err}") from None
+
+
+def _tables_relative_to(settings: Settings, config: Path) -> Settings:
+    """[tables] local paths are relative to the configuration file, not to the working directory."""
+    resolved = {name: uri if "://" in uri or Path(uri).is_absolute() else str((config.parent / uri).resolve())
+                for name, uri in settings.tables.items()}
+    if resolved == settings.tables:
+        return settings
+    return settings.model_copy(update={"tables": resolved})
 
 
 def with_overrides(settings: Settings, silver: str | None = None, gold_root: str | None = None) -> Settings:

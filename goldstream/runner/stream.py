@@ -30,6 +30,7 @@ from goldstream.runner.status import QueryStats, fmt_us
 from goldstream.sink.gold import GoldSink
 from goldstream.sink.late import LateSink
 from goldstream.sink.schema import gold_schema
+from goldstream.sql.dimensions import Dimensions
 from goldstream.source.reader import BatchScan, SilverSource, Start
 from goldstream.storage import Storage
 
@@ -60,11 +61,15 @@ class Stream:
         is written; nothing is written in a dry run. `carried` stats continue those of a
         previous Stream as of each query's last Gold commit (what came after is processed again)."""
         carried = carried or {}
+        dimensions = Dimensions(dict(settings.tables), storage) if settings.tables else None
         source.open()
         alive()
         runs = []
         for q in settings.queries:
             types = source.engine_types(q, settings.gold_path(q))
+            if q.sql_query is not None and q.sql_query.tables:
+                assert dimensions is not None
+                types = {**types, **dimensions.types(q.sql_query.tables)}
             sink = GoldSink(settings.gold_path(q), q, gold_schema(q, types), storage)
             offsets = sink.open(create=False, repair=not dry_run)
             skew = settings.max_event_time_skew(q)
@@ -72,7 +77,7 @@ class Stream:
                                      rebuild_watermark_us=None if offsets is None else offsets.low_watermark_us)
             engine = windowed_operator(q, input_schema=types, keep_late_rows=q.late_sink is not None,
                                        max_event_time_skew_us=None if skew is None else to_us(skew),
-                                       event_clock=clock)
+                                       event_clock=clock, dimensions=dimensions)
             if offsets is not None:
                 _check_silver_reaches(source, q, offsets.version)
                 start = None if offsets.start is None else Start(offsets.start, offsets.snapshot)

@@ -145,9 +145,15 @@ def silver_columns(queries: list[QuerySpec]) -> list[str]:
     return list(_requirements(queries))
 
 
+# Unqualified columns of a SQL query with a join: Silver's when Silver has them, else the
+# dimension's (resolved when the SQL is compiled against both schemas).
+_OPTIONAL: set[str] = set()
+
+
 def _requirements(queries: list[QuerySpec]) -> dict[str, tuple[str, set[str] | None]]:
     """column -> (why it is needed, allowed Delta types or None for any primitive)."""
     req: dict[str, tuple[str, set[str] | None]] = {}
+    optional = _OPTIONAL
 
     def need(col: str, why: str, allowed: set[str] | None) -> None:
         if col in req and req[col][1] is not None:
@@ -158,6 +164,14 @@ def _requirements(queries: list[QuerySpec]) -> dict[str, tuple[str, set[str] | N
 
     for q in queries:
         need(q.event_time, f"event time of query {q.name!r}", {"timestamp"})
+        if q.sql_query is not None:  # its SQL's column references (types checked when compiled)
+            for table, col in q.sql_query.base_columns():
+                if table == "silver" or (table is None and not q.sql_query.joins):
+                    need(col, f"SQL of query {q.name!r}", None)
+                elif table is None:
+                    optional.add(col)
+                    need(col, f"SQL of query {q.name!r}", None)
+            continue
         for k in q.keys:
             need(k, f"key of query {q.name!r}", None)
         for a in q.aggregates:
@@ -210,6 +224,8 @@ def plan_reads(
     now = {c.name: c for c in current.columns} if current is not None else {}
     for col, (why, allowed) in _requirements(queries).items():
         f = fields.get(col)
+        if f is None and col in _OPTIONAL and any(q.sql_query is not None for q in queries):
+            continue
         if f is None and col in now:  # added later: null in this version's files
             plans.append(ColumnPlan(col, None, now[col].delta_type, now[col].dtype, now[col].is_partition))
             continue
@@ -261,6 +277,8 @@ def typed_by_silver(queries: list[QuerySpec]) -> dict[str, list[tuple[str, str]]
     so those columns can be read at any wider type."""
     out: dict[str, list[tuple[str, str]]] = {}
     for q in queries:
+        if q.sql_query is not None:  # its Gold types follow from its SQL (sql/compile.py)
+            continue
         for k in q.keys:
             out.setdefault(k, []).append((k, f"key {k!r} of query {q.name!r}"))
         for a in q.aggregates:
