@@ -37,6 +37,11 @@ _UNITS = {"microsecond": 1, "us": 1, "millisecond": 1000, "ms": 1000, "second": 
           "day": 86400 * 10**6, "d": 86400 * 10**6, "week": 7 * 86400 * 10**6}
 
 
+def _col(name: str, table: str | None = None) -> E.Column:
+    """A column node, quoted only when its name needs it (so messages read as written)."""
+    return E.column(name, table=table, quoted=not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name))
+
+
 def render(node: E.Expression) -> str:
     return node.sql(dialect=GoldSpark)
 
@@ -312,9 +317,9 @@ class _Translator:
                     raise SqlError(f"{scope.derived_alias!r} has no column {name!r}", n)
                 if not scope.passthrough:
                     raise SqlError(f"unknown column {name!r}", n)
-                return E.column(name, quoted=True)
+                return _col(name)
             if qualifier in scope.relations:
-                return E.column(name, table=scope.relations[qualifier], quoted=True)
+                return _col(name, scope.relations[qualifier])
             raise SqlError(f"unknown table or alias {qualifier!r} in `{render(n)}`", n)
 
         return node.transform(rewrite)

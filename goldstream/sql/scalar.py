@@ -406,7 +406,13 @@ class ScalarCompiler:
             compiled.append(t)
             missing = t.expr.is_null() if missing is None else missing & t.expr.is_null()
         result = common_type(compiled, node)
-        return Typed(pl.coalesce([cast_expr(t, result) for t in compiled]), result)
+        # A when-chain, not pl.coalesce: Polars shortens coalesce(<all-null column>, <literal>)
+        # to one row, which then fails to broadcast inside a larger expression.
+        values = [cast_expr(t, result) for t in compiled]
+        out: Any = None
+        for v in values[:-1]:
+            out = (pl.when(v.is_not_null()) if out is None else out.when(v.is_not_null())).then(v)
+        return Typed(values[-1] if out is None else out.otherwise(values[-1]), result)
 
     def _Nullif(self, node: E.Nullif, reach: pl.Expr | None) -> Typed:
         a, b = self.compile(node.this, reach), self.compile(node.expression, reach)
