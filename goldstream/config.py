@@ -36,7 +36,7 @@ from pydantic_settings import (
 
 from goldstream.durations import format_duration, parse_duration, to_us
 from goldstream.errors import ConfigError
-from goldstream.functions.condition import Condition, ConditionError
+from goldstream.sql.condition import Condition, ConditionError
 from goldstream.functions.registry import FUNCTION_NAMES, build, check_arguments
 from goldstream.identifiers import Identifier, collision_message, first_collision
 from goldstream.identity import check_apart

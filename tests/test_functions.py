@@ -17,11 +17,12 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from goldstream.config import AggregateSpec
-from goldstream.functions.aggregate import AggregateFunction
+from goldstream.functions.aggregate import AggregateFunction, where_column
 from goldstream.functions.base import Function, NoSparkEquivalent
 from goldstream.functions.projection import Projection
 from goldstream.functions.registry import ARGUMENTS, FUNCTIONS, build
 from goldstream.source.schema import polars_type
+from goldstream.sql.condition import Condition
 
 # Valid arguments for each function: every way it can be configured.
 EXAMPLES: dict[str, list[dict[str, Any]]] = {
@@ -131,6 +132,9 @@ def test_aggregate_state_fields_merge_and_gold_type(fn: str, args: dict[str, Any
     assert isinstance(function, AggregateFunction)
     rows = _silver(delta_type)
     input_schema = dict(rows.schema)
+    if function.where is not None:  # computed before the row pass, as the engine does (sql/rows.py)
+        where, _ = Condition.parse(function.where).compile(input_schema)
+        rows = rows.with_columns(where.alias(where_column(function.name)))
     fields = function.state_fields()
 
     # update: one row per group holding exactly the declared state fields

@@ -36,7 +36,6 @@ from goldstream.engine.panes import MINVER as _MINVER
 from goldstream.engine.panes import PANE as _PANE
 from goldstream.engine.panes import PaneStore
 from goldstream.engine.windows import Windows
-from goldstream.functions.condition import Condition
 from goldstream.sql.rows import SqlRows
 
 _TS, _KMIN, _K = "__ts", "__kmin", "__k"
@@ -82,7 +81,7 @@ class WindowedAggregation:
         # A SQL query: its projection step (sql/rows.py) runs before the row pass, and its
         # derived columns are inputs like Silver's.
         self.sql = SqlRows.build(self.query, self.input_schema, self.dimensions) \
-            if self.query.sql_query is not None else None
+            if self.query.sql_query is not None else SqlRows.for_conditions(self.query, self.input_schema)
         if self.sql is not None:
             self.input_schema = {**self.input_schema, **self.sql.compiled.derived_types}
         self.clock = event_clock or EventClock.build(self.query)
@@ -211,7 +210,7 @@ class WindowedAggregation:
         clock_partials = None
         if _PASSED in partials.columns:  # rows failing the filter are no input at all
             filtered = int(partials.filter(~pl.col(_PASSED))[_ROWS].sum())
-            if self.sql is not None:  # SQL: the watermark comes before WHERE and joins (withWatermark)
+            if self.sql is not None and self.sql.watermark_first:  # SQL: withWatermark precedes WHERE, joins
                 clock_partials = partials
             partials = partials.filter(pl.col(_PASSED))
             rows = None if rows is None else \
@@ -288,15 +287,13 @@ class WindowedAggregation:
         return None
 
     def _has_filter(self) -> bool:
-        return self.sql.passed is not None if self.sql is not None else self.query.filter is not None
+        return self.sql is not None and self.sql.passed is not None
 
     def _passes_filter(self) -> pl.Expr:
-        """The query's filter over Silver rows; a null condition fails it, as in Spark."""
-        if self.sql is not None:
-            assert self.sql.passed is not None
-            return self.sql.passed.fill_null(False)
-        assert self.query.filter is not None
-        return Condition.parse(self.query.filter).expr().fill_null(False)
+        """The query's filter (a SQL query's WHERE and inner joins) over Silver rows; a null
+        condition fails it, as in Spark."""
+        assert self.sql is not None and self.sql.passed is not None
+        return self.sql.passed.fill_null(False)
 
     def _prepared(self, rows: pl.LazyFrame) -> pl.LazyFrame:
         """Silver rows as the row pass sees them (a SQL query's joins and derived columns added)."""

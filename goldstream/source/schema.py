@@ -24,7 +24,9 @@ import polars as pl
 
 from goldstream.config import QuerySpec
 from goldstream.errors import SourceError
-from goldstream.functions.condition import Condition
+from goldstream.sql.compile import compile_sql
+from goldstream.sql.condition import Condition
+from goldstream.sql.errors import SqlError
 from goldstream.functions.registry import build
 
 _PRIMITIVE_TO_POLARS: dict[str, pl.DataType] = {
@@ -184,21 +186,22 @@ def _requirements(queries: list[QuerySpec]) -> dict[str, tuple[str, set[str] | N
 
 
 def _condition_problems(queries: list[QuerySpec], schema: dict[str, pl.DataType]) -> list[str]:
-    """Conditions that are not true/false/null over Silver's columns (a comparison of a
-    string with a number, a condition that is a number)."""
+    """Conditions Spark would refuse over Silver's columns (a boolean compared with a number,
+    a condition that is a number) and SQL queries that do not fit them."""
     problems = []
     for q in queries:
+        if q.sql_query is not None:
+            if not q.sql_query.joins:  # with a join, compiled once the dimensions are open
+                try:
+                    compile_sql(q.sql_query, schema, {}, ansi=q.ansi)
+                except SqlError as err:
+                    problems.append(f"the SQL of query {q.name!r}: {err}")
+            continue
         for where, text in q.conditions():
             try:
-                dtype = Condition.parse(text).result_type(schema)
-            except pl.exceptions.PolarsError as err:
-                first_line = str(err).strip().splitlines()[0]
-                problems.append(f"{where} of query {q.name!r}, {text!r}, cannot be evaluated over Silver's "
-                                f"columns: {first_line}")
-                continue
-            if dtype != pl.Boolean():
-                problems.append(f"{where} of query {q.name!r}, {text!r}, is a {dtype}, not a condition: "
-                                "compare it with something (e.g. `... > 0`, `... IS NOT NULL`)")
+                Condition.parse(text).compile(schema, q.ansi)
+            except SqlError as err:
+                problems.append(f"{where} of query {q.name!r}, {text!r}: {err}")
     return problems
 
 

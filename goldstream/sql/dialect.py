@@ -11,6 +11,8 @@ parses is what Spark parses: text hidden from one is hidden from the other.
 
 from __future__ import annotations
 
+import re
+
 import sqlglot
 import sqlglot.errors
 import sqlglot.expressions as E
@@ -82,10 +84,28 @@ def strip_comments(text: str) -> str:
     return "".join(out)
 
 
+_OPERATORS = {"GT": ">", "GTE": ">=", "LT": "<", "LTE": "<=", "EQ": "=", "NEQ": "<>", "And": "AND", "Or": "OR",
+              "Add": "+", "Sub": "-", "Mul": "*", "Div": "/", "Mod": "%", "Between": "BETWEEN", "In": "IN",
+              "Like": "LIKE", "Not": "NOT", "Is": "IS"}
+
+
 def _parse_error(err: sqlglot.errors.ParseError, what: str) -> SqlError:
+    """sqlglot's message in the SQL's own terms, at the place it names."""
     first = err.errors[0] if err.errors else {}
     reason = str(first.get("description") or err).splitlines()[0]
-    return SqlError(f"cannot parse the {what}: {reason}", line=first.get("line"), column=first.get("col"))
+    missing = re.match(r"Required keyword: '(\w+)' missing for <class '[\w.]+\.(\w+)'>", reason)
+    if missing:
+        node = missing.group(2)
+        shown = _OPERATORS.get(node, node.upper())
+        reason = f"{shown} is incomplete: its {'right-hand side' if missing.group(1) == 'expression' else missing.group(1)} " \
+                 "is missing"
+    near = str(first.get("highlight") or "")
+    if near.strip() and not missing:
+        reason += f" (near {near.strip()!r})"
+    column = first.get("col")
+    if column is not None and near:
+        column = max(1, column - len(near) + 1)  # sqlglot points at the token's end; say where it starts
+    return SqlError(f"cannot parse the {what}: {reason}", line=first.get("line"), column=column)
 
 
 def parse_query(text: str) -> E.Expression:

@@ -19,14 +19,15 @@ class SqlError(ValueError):
 
 
 def position(node: Any) -> tuple[int | None, int | None]:
-    """The first line/column the parser recorded inside `node` (identifiers and function
-    names carry them), or (None, None)."""
+    """The earliest line/column the parser recorded inside `node` (identifiers, literals and
+    function names carry them), or (None, None)."""
     try:
-        nodes = node.walk()
+        nodes = list(node.walk())
     except AttributeError:
         return None, None
+    found = []
     for n in nodes:
         meta = getattr(n, "_meta", None) or {}
         if "line" in meta:
-            return meta["line"], meta["col"] - (meta["end"] - meta["start"])
-    return None, None
+            found.append((meta["line"], meta["col"] - (meta["end"] - meta["start"])))
+    return min(found) if found else (None, None)

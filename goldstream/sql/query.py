@@ -28,6 +28,7 @@ import sqlglot.expressions as E
 from goldstream.identifiers import check_identifier
 from goldstream.sql.dialect import GoldSpark, parse_query
 from goldstream.sql.errors import SqlError
+from goldstream.sql.scalar import check_functions
 
 STREAM = "silver"
 WINDOW_START, WINDOW_END = "__window_start", "__window_end"
@@ -132,6 +133,7 @@ class _Translator:
 
     def translate(self) -> SqlQuery:
         tree = self.tree
+        check_functions(tree, allowed=("window", "session_window", *_ANON, "Filter", "Distinct", "Star"))
         for cte in (tree.args.get("with_") or tree.args.get("with") or E.With()).expressions:
             self.ctes[cte.alias_or_name.lower()] = cte.this
         self._refuse_modifiers(tree, outer=True)

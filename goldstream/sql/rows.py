@@ -41,6 +41,9 @@ class SqlRows:
 
     compiled: CompiledSql
     dimensions: Any = None  # sql.dimensions.Dimensions: the frames joined per batch
+    # SQL: the watermark sees every row, before WHERE and joins (withWatermark comes first);
+    # a TOML `filter` removes rows before the watermark (they are no input at all).
+    watermark_first: bool = True
 
     @classmethod
     def build(cls, query: Any, input_schema: dict[str, pl.DataType], dimensions: Any = None) -> SqlRows:
@@ -51,6 +54,34 @@ class SqlRows:
             raise SourceError(f"query {query.name!r}: its SQL does not fit the tables' schemas: {err}. Fix the "
                               "query (config) or the table; nothing was written.") from None
         return cls(compiled, dimensions)
+
+    @classmethod
+    def for_conditions(cls, query: Any, input_schema: dict[str, pl.DataType]) -> SqlRows | None:
+        """A TOML query's `filter` and aggregates' `where`, compiled by the SQL path (None:
+        it has none). Each `where` becomes a boolean column the aggregate reads."""
+        from goldstream.functions.aggregate import where_column
+        from goldstream.sql.condition import Condition
+        silver, _ = split_schema(input_schema)
+        guards: list[Any] = []
+        passed = None
+        try:
+            if query.filter is not None:
+                passed, found = Condition.parse(query.filter).compile(silver, query.ansi)
+                guards += found
+            derived = []
+            for a in query.aggregates:
+                if a.where is not None:
+                    expr, found = Condition.parse(a.where).compile(silver, query.ansi)
+                    derived.append((where_column(a.name), expr.alias(where_column(a.name))))
+                    reach = None if passed is None else passed.fill_null(False)
+                    guards += [g if reach is None else type(g)(g.bad & reach, g.message) for g in found]
+        except SqlError as err:
+            raise SourceError(f"query {query.name!r}: a condition does not fit Silver's schema: {err}") from None
+        if passed is None and not derived:
+            return None
+        compiled = CompiledSql(tuple(derived), {name: pl.Boolean() for name, _ in derived}, passed, tuple(guards),
+                               (), (), {}, (), {})
+        return cls(compiled, None, watermark_first=False)
 
     def prepare(self, rows: pl.LazyFrame) -> pl.LazyFrame:
         """Rows joined with the dimensions' current versions, plus the derived columns."""
@@ -89,7 +120,10 @@ class SqlRows:
                                     "Spark's legacy NULL instead). Nothing of this batch was written.")
 
     def gold(self, frame: pl.DataFrame, query: str) -> pl.DataFrame:
-        """The engine's closed windows → Gold columns, names and Spark types."""
+        """The engine's closed windows → Gold columns, names and Spark types (a TOML query's
+        windows are already Gold's)."""
+        if not self.compiled.gold:
+            return frame
         out = frame.select(*(e for _, e in self.compiled.gold), *(g.bad.alias(f"{GUARD}{i}")
                                                                  for i, g in enumerate(self.compiled.gold_guards)))
         for i, g in enumerate(self.compiled.gold_guards):

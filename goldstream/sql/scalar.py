@@ -548,8 +548,21 @@ class ScalarCompiler:
         return Typed(out.cast(target.polars()), target)
 
     def _Anonymous(self, node: E.Anonymous, reach: pl.Expr | None) -> Typed:
-        raise SqlError(f"unknown function {node.name}(): goldstream runs no UDFs and knows only the functions "
+        raise SqlError(f"unknown function {node.name}(): goldstream runs no UDFs and computes only the functions "
                        "listed in docs/query-language.md", node)
+
+
+def check_functions(tree: E.Expression, allowed: tuple[str, ...] = ()) -> None:
+    """Refuse, before any schema is known, a function goldstream does not compute: a UDF,
+    or a Spark function outside the subset (`allowed`: names the caller handles itself)."""
+    for n in tree.walk():
+        if isinstance(n, E.Anonymous) and n.name.lower() not in allowed:
+            raise SqlError(f"unknown function {n.name}(): goldstream runs no UDFs and computes only the functions "
+                           "listed in docs/query-language.md", n)
+        if isinstance(n, E.Func) and not isinstance(n, E.Anonymous) and not isinstance(n, E.AggFunc) \
+                and not hasattr(ScalarCompiler, f"_{type(n).__name__}") and type(n).__name__ not in allowed:
+            raise SqlError(f"the function {n.sql_name()}() is not supported in goldstream's Spark SQL subset "
+                           "(docs/query-language.md lists the functions it computes)", n)
 
 
 def _with_ansi(c: ScalarCompiler, ansi: bool) -> ScalarCompiler:
