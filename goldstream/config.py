@@ -346,6 +346,9 @@ class SourceSpec(_Strict):
     # every 30 s; `replay` never waits. A typo in the path then shows up in
     # the logs instead of a crash loop, and a stream can be deployed before its source.
     wait_for_table_timeout: Duration = timedelta(0)
+    # A dimension table a SQL query joins ([tables]) is held in memory, read once per version:
+    # one with more rows than this stops the query instead of exhausting memory.
+    max_dimension_rows: Count = 10_000_000
     # Default for every query's max_event_time_skew (see QuerySpec).
     max_event_time_skew: Duration | None = None
     # A commit whose largest event time is this far past the wall clock still moves the

@@ -299,6 +299,13 @@ class WindowedAggregation:
         """Silver rows as the row pass sees them (a SQL query's joins and derived columns added)."""
         return rows if self.sql is None else self.sql.prepare(rows)
 
+    def dimension_versions(self) -> tuple[tuple[str, int], ...]:
+        """The version of each dimension table the last batch joined (Gold's offsets keep them)."""
+        if self.sql is None or not self.sql.compiled.joins or self.dimensions is None:
+            return ()
+        used = self.dimensions.versions()  # type: ignore[attr-defined]
+        return tuple((j.table, used[j.table]) for j in self.sql.compiled.joins if j.table in used)
+
     def gold(self, frame: pl.DataFrame) -> pl.DataFrame:
         """Closed windows (window bounds, keys, aggregates) as Gold rows: a SQL query's SELECT
         list, its names and Spark's types; a TOML query's as they are."""

@@ -75,12 +75,14 @@ class Dimensions:
         rows = int(adds["num_records"].fill_null(0).sum()) if "num_records" in adds.columns else 0  # type: ignore[index]
         if rows > self.max_rows:
             raise SourceError(f"dimension table {name!r} has {rows} rows at version {current}, more than the "
-                              f"{self.max_rows} a stream-static join holds in memory; raise [source] "
-                              "max_dimension_rows or join a smaller table.")
+                              f"{self.max_rows} a stream-static join holds in memory ([source] max_dimension_rows); "
+                              "raise it or join a smaller table. Nothing of this batch was written.")
         frame = pl.DataFrame(pl.from_arrow(dt.to_pyarrow_table()))
         if frame.height > self.max_rows:
             raise SourceError(f"dimension table {name!r} has {frame.height} rows at version {current}, more than "
-                              f"the {self.max_rows} a stream-static join holds in memory.")
+                              f"the {self.max_rows} a stream-static join holds in memory ([source] "
+                              "max_dimension_rows); raise it or join a smaller table. Nothing of this batch was "
+                              "written.")
         self._cache[name] = (current, frame)
         return frame
 
