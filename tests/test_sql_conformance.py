@@ -15,8 +15,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from conformance_cases import CONFORMANCE_DIRS
+from conformance_cases import CONFORMANCE_DIRS, conformance_cases
 from gold_compare import assert_gold_equal
+from goldstream.config import load_settings
+from goldstream.sink.definition import fingerprint
+from testsupport import ROOT
 from testsupport.gold import read_gold
 from testsupport.process import goldstream
 
@@ -75,3 +78,23 @@ def test_sql_replay_equals_spark(case: Path, tmp_path: Path) -> None:
         assert actual.schema == expected.schema  # names, order and Spark's types (max_seats int32)
         assert_gold_equal(actual, expected)
         assert summary[name]["windows_emitted"] == rows
+
+
+SEED_SQL = ROOT / "examples" / "seed.toml"
+
+
+@pytest.mark.parametrize("case", conformance_cases(), ids=[c.name for c in conformance_cases()])
+def test_seed_queries_in_sql_give_the_toml_queries_gold(case: Path, tmp_path: Path, example_config: Path) -> None:
+    """examples/seed.toml (SQL) and config.example.toml (TOML) write identical Gold, on every
+    conformance Silver (NaN, nulls, late rows, sliding windows), without sharing a fingerprint."""
+    for config, root in ((SEED_SQL, "sql"), (example_config, "toml")):
+        goldstream("replay", "--config", str(config), "--silver", str(case / "silver"),
+                   "--gold-root", str(tmp_path / root))
+    for name in ("country_stats", "country_anomalies"):
+        sql, toml = read_gold(tmp_path / "sql" / name), read_gold(tmp_path / "toml" / name)
+        assert sql.schema == toml.schema
+        assert_gold_equal(sql, toml)
+        assert sql.height > 0
+    settings = [load_settings(c) for c in (SEED_SQL, example_config)]
+    prints = [{q.name: fingerprint(q) for q in s.queries} for s in settings]
+    assert all(prints[0][n] != prints[1][n] for n in prints[0])
