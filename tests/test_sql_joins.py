@@ -102,3 +102,23 @@ def test_a_dimension_changing_schema_while_running_stops_at_that_version(tmp_pat
                                           "icao24 String, manufacturer String, category String, seats Int32, it is "
                                           ".*seats Int64"):
         tables.frame("aircraft")
+
+
+def test_explain_shows_the_plan_with_the_dimension_version_now(tmp_path: Path) -> None:
+    dims = tmp_path / "dims" / "aircraft"
+    shutil.copytree(CASE / "dims" / "aircraft", dims)
+    write_deltalake(str(dims), pl.read_delta(str(dims)).to_arrow(), mode="overwrite")  # version 1
+    config = maker_minutes_config(tmp_path, dims)
+    out = goldstream("explain", "--config", str(config), "--silver", str(SILVER), "--query", "maker_minutes").stdout
+    assert all(len(line) <= 100 for line in out.splitlines())
+    flat = " ".join(out.split())
+    assert "query maker_minutes (Spark SQL)" in flat
+    assert "reads Silver" in flat and "on_ground (boolean)" in flat and "icao24 (string)" in flat
+    assert "keeps rows where: silver.on_ground = FALSE (after the watermark" in flat
+    assert f"joins INNER aircraft ({dims}, version 1 now, 241 rows) ON silver.icao24 = aircraft.icao24" in flat
+    assert "window: tumbling 1m on event_timestamp; watermark = max event time per Silver commit - 2m" in flat
+    assert "keys: aircraft.manufacturer" in flat
+    assert "AVG(s.altitude_meters * 3.28084): goldstream avg over column = silver.altitude_meters * 3.28084; " \
+           "state: sum, n" in flat
+    assert "max_seats int = MAX(a.seats)" in flat
+    assert "climbing bigint = COALESCE(SUM(CASE WHEN s.vertical_rate > 0 THEN 1 ELSE 0 END), 0)" in flat
