@@ -543,7 +543,7 @@ class ScalarCompiler:
         out, invalid = cast_with_failures(x, target, node)
         if invalid is not None:
             if self.ansi:
-                self._guard(invalid, reach, f"invalid cast of `{sql_text(node.this) if hasattr(node, 'this') and node.this is not None else sql_text(node)}` to {target}", node)
+                self._guard(invalid, reach, f"invalid cast to {target} (a value that is no {target})", node)
             out = pl.when(invalid).then(None).otherwise(out)
         return Typed(out.cast(target.polars()), target)
 
