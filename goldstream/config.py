@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -172,6 +173,16 @@ class AggregateSpec(_Strict):
         return self
 
 
+@dataclass(frozen=True)
+class GoldColumns:
+    """A query's Gold columns by role: the window bounds, the keys, the values."""
+
+    window_start: str
+    window_end: str | None
+    keys: list[str]
+    values: list[str]
+
+
 class QuerySpec(_Strict):
     """One streaming query: Silver → windowed aggregate → its own Gold table. Defined either
     by `window`, `keys`, `aggregates` (and `filter`), or by `sql`: Spark SQL text, from which
@@ -247,6 +258,9 @@ class QuerySpec(_Strict):
         if "event_time" in self.model_fields_set and self.event_time != parsed.event_time:
             raise ValueError(f"query {self.name!r}: event_time is {self.event_time!r} but the SQL's window is over "
                              f"{parsed.event_time!r}; the watermark and the window must use one column")
+        if not any(type(e).__name__ == "Column" and e.name == "__window_start" for _, e in parsed.outputs):
+            raise ValueError(f"query {self.name!r}: sql: select window.start (under any name): Gold's rows are "
+                             "laid out and identified by their window's start")
         object.__setattr__(self, "event_time", parsed.event_time)
         object.__setattr__(self, "window", WindowSpec(**window))
         object.__setattr__(self, "keys", keys)
@@ -262,6 +276,19 @@ class QuerySpec(_Strict):
             for derived in ("window", "keys", "aggregates", "filter"):
                 data.pop(derived, None)
         return data
+
+    @property
+    def gold_columns(self) -> GoldColumns:
+        """Gold's columns by role, as named in Gold (a SQL query's SELECT names)."""
+        sql = self._sql_query
+        if sql is None:
+            return GoldColumns("window_start", "window_end", list(self.keys), [a.name for a in self.aggregates])
+        roles = {"__window_start": "start", "__window_end": "end", **{k: "key" for k in sql.key_names}}
+        by_role: dict[str, list[str]] = {"start": [], "end": [], "key": [], "value": []}
+        for name, expr in sql.outputs:
+            ref = expr.name if type(expr).__name__ == "Column" and not expr.table else None
+            by_role[roles.get(ref, "value") if ref else "value"].append(name)
+        return GoldColumns(by_role["start"][0], (by_role["end"] or [None])[0], by_role["key"], by_role["value"])
 
     @property
     def sql_query(self) -> Any:

@@ -64,7 +64,28 @@ def _runtime() -> str:
     return text[text.index("\n\n") + 2:].rstrip() + "\n\n"
 
 
+def _sql_query_function(query: QuerySpec) -> str:
+    """A SQL query as the same text run by spark.sql over the stream registered as `silver`
+    after withWatermark, its dimension tables registered as Delta reads. The text is the
+    parser's canonical rendering, a Python literal: what goldstream checked is what Spark runs."""
+    sql = query.sql_query
+    lines = [
+        f"def query_{query.name}(silver: DataFrame) -> DataFrame:",
+        f'    """{query.name}: Spark SQL, watermark delay {_interval(query.watermark_delay)}."""',
+        "    spark = silver.sparkSession",
+        f"    silver.withWatermark({_str(_name(query.event_time))}, {_str(_interval(query.watermark_delay))})"
+        '.createOrReplaceTempView("silver")',
+        *(f'    spark.read.format("delta").load(TABLES[{_str(t)}]).createOrReplaceTempView({_str(t)})'
+          for t in sql.tables),
+        f"    spark.conf.set(\"spark.sql.ansi.enabled\", {_str(str(query.ansi).lower())})",
+        f"    return spark.sql({_str(sql.canonical)})",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def _query_function(query: QuerySpec, columns: list[Column]) -> str:
+    if query.sql_query is not None:
+        return _sql_query_function(query)
     aggregates = [c for c in columns if not isinstance(c.function, Projection)]
     projections = [c for c in columns if isinstance(c.function, Projection)]
     lines = [
@@ -149,11 +170,22 @@ def _tables(settings: Settings) -> str:
         f"APP_IDS = {_str({q.name: q.resolved_app_id + '-spark' for q in queries})}",
         "# Queries whose Gold table is not <gold-root>/<query>.",
         f"GOLD_PATHS = {_str({q.name: q.gold_path for q in queries if q.gold_path})}",
-        f"SILVER_COLUMNS = {_str(silver_columns(settings.queries))}",
+        f"SILVER_COLUMNS = {_str([c for c in silver_columns(settings.queries) if c not in _dimension_only(settings)])}",
+        "# Static Delta tables SQL queries join (a stream-static join: each micro-batch reads the latest version).",
+        f"TABLES = {_str(dict(settings.tables))}",
         f"SOURCE_OPTIONS = {_str(_source_options(settings.source))}",
         f"DEFAULT_TRIGGER = {_str(_trigger(settings.source.poll_interval))}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _dimension_only(settings: Settings) -> set[str]:
+    """Unqualified columns of SQL queries with joins that Silver's schema may not hold."""
+    out: set[str] = set()
+    for q in settings.queries:
+        if q.sql_query is not None and q.sql_query.joins:
+            out |= {c for t, c in q.sql_query.base_columns() if t is None}
+    return out
 
 
 def _source_options(source: SourceSpec) -> dict[str, str]:
