@@ -433,6 +433,8 @@ APP_IDS = {"country_stats": "goldstream-country_stats-spark", "country_anomalies
 # Queries whose Gold table is not <gold-root>/<query>.
 GOLD_PATHS = {}
 SILVER_COLUMNS = ["event_timestamp", "origin_country", "altitude_meters", "velocity_kmh", "on_ground"]
+# Static Delta tables SQL queries join (a stream-static join: each micro-batch reads the latest version).
+TABLES = {}
 SOURCE_OPTIONS = {"startingVersion": "0", "maxFilesPerTrigger": "1000", "skipChangeCommits": "false"}
 DEFAULT_TRIGGER = "processing-time=5s"
 
