@@ -54,6 +54,8 @@ Without it, Delta read and written with the deltalake Python package:
     if plan.notes:
         header += "# Notes for this configuration:\n" + "".join(f"# - {note}\n" for note in plan.notes)
     queries = "\n\n".join(_query_function(q, plan.columns[q.name]) for q in settings.queries)
+    if settings.tables:
+        queries = DIMENSION_READER.lstrip() + "\n\n" + queries
     return "\n".join([header, _runtime(), "# ---- the queries ----\n", queries, "", _tables(settings),
                       "", 'if __name__ == "__main__":\n    sys.exit(main())\n'])
 
@@ -75,8 +77,7 @@ def _sql_query_function(query: QuerySpec) -> str:
         "    spark = silver.sparkSession",
         f"    silver.withWatermark({_str(_name(query.event_time))}, {_str(_interval(query.watermark_delay))})"
         '.createOrReplaceTempView("silver")',
-        *(f'    spark.read.format("delta").load(TABLES[{_str(t)}]).createOrReplaceTempView({_str(t)})'
-          for t in sql.tables),
+        *(f"    _dimension(spark, {_str(t)}).createOrReplaceTempView({_str(t)})" for t in sql.tables),
         f"    spark.conf.set(\"spark.sql.ansi.enabled\", {_str(str(query.ansi).lower())})",
         f"    return spark.sql({_str(sql.canonical)})",
     ]
@@ -160,6 +161,18 @@ def _interval(td: timedelta) -> str:
             n = us // size
             return f"{n} {unit}" if n == 1 else f"{n} {unit}s"
     return f"{us} microseconds"
+
+
+DIMENSION_READER = '''
+def _dimension(spark, name):
+    """A [tables] Delta table as a static DataFrame: Spark's Delta reader (each micro-batch
+    joins its latest version), or without the connector (--io deltalake) the table as of now."""
+    try:
+        return spark.read.format("delta").load(TABLES[name])
+    except Exception:  # no Delta connector
+        import deltalake
+        return spark.createDataFrame(deltalake.DeltaTable(TABLES[name]).to_pyarrow_table().to_pandas())
+'''
 
 
 def _tables(settings: Settings) -> str:
