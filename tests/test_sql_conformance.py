@@ -98,3 +98,25 @@ def test_seed_queries_in_sql_give_the_toml_queries_gold(case: Path, tmp_path: Pa
     settings = [load_settings(c) for c in (SEED_SQL, example_config)]
     prints = [{q.name: fingerprint(q) for q in s.queries} for s in settings]
     assert all(prints[0][n] != prints[1][n] for n in prints[0])
+
+
+SESSIONS_SQL = """
+SELECT session_window.start AS window_start, session_window.end AS window_end, icao24,
+       count(*) AS positions, max(altitude_meters) AS max_altitude, min(altitude_meters) AS min_altitude,
+       avg(velocity_kmh) AS avg_velocity, count_if(on_ground) AS ground_positions
+FROM silver
+GROUP BY session_window(event_timestamp, '5 minutes'), icao24
+"""
+
+
+def test_session_window_in_sql_equals_spark(tmp_path: Path) -> None:
+    """Spark's per-aircraft sessions (the opensky_paris_flights case) from a SQL session_window."""
+    case = next(c for c in conformance_cases() if c.name == "opensky_paris_flights")
+    config = tmp_path / "sessions.toml"
+    config.write_text('[[queries]]\nname = "aircraft_flights"\nwatermark_delay = "10 minutes"\n'
+                      f"sql = {json.dumps(SESSIONS_SQL)}\n")
+    goldstream("replay", "--config", str(config), "--silver", str(case / "silver"), "--gold-root", str(tmp_path / "g"))
+    expected = pl.read_parquet(case / "expected" / "aircraft_flights.parquet")
+    actual = read_gold(tmp_path / "g" / "aircraft_flights")
+    assert actual.schema == expected.schema
+    assert_gold_equal(actual, expected)

@@ -147,15 +147,16 @@ def silver_columns(queries: list[QuerySpec]) -> list[str]:
     return list(_requirements(queries))
 
 
-# Unqualified columns of a SQL query with a join: Silver's when Silver has them, else the
-# dimension's (resolved when the SQL is compiled against both schemas).
-_OPTIONAL: set[str] = set()
+def _optional_columns(queries: list[QuerySpec]) -> set[str]:
+    """Unqualified columns of SQL queries with a join: Silver's when Silver has them, else a
+    dimension's (resolved when the SQL is compiled against both schemas)."""
+    return {c for q in queries if q.sql_query is not None and q.sql_query.joins
+            for t, c in q.sql_query.base_columns() if t is None}
 
 
 def _requirements(queries: list[QuerySpec]) -> dict[str, tuple[str, set[str] | None]]:
     """column -> (why it is needed, allowed Delta types or None for any primitive)."""
     req: dict[str, tuple[str, set[str] | None]] = {}
-    optional = _OPTIONAL
 
     def need(col: str, why: str, allowed: set[str] | None) -> None:
         if col in req and req[col][1] is not None:
@@ -168,10 +169,7 @@ def _requirements(queries: list[QuerySpec]) -> dict[str, tuple[str, set[str] | N
         need(q.event_time, f"event time of query {q.name!r}", {"timestamp"})
         if q.sql_query is not None:  # its SQL's column references (types checked when compiled)
             for table, col in q.sql_query.base_columns():
-                if table == "silver" or (table is None and not q.sql_query.joins):
-                    need(col, f"SQL of query {q.name!r}", None)
-                elif table is None:
-                    optional.add(col)
+                if table == "silver" or table is None:
                     need(col, f"SQL of query {q.name!r}", None)
             continue
         for k in q.keys:
@@ -225,9 +223,10 @@ def plan_reads(
     problems: list[str] = []
     plans: list[ColumnPlan] = []
     now = {c.name: c for c in current.columns} if current is not None else {}
+    optional = _optional_columns(queries)
     for col, (why, allowed) in _requirements(queries).items():
         f = fields.get(col)
-        if f is None and col in _OPTIONAL and any(q.sql_query is not None for q in queries):
+        if f is None and col in optional:
             continue
         if f is None and col in now:  # added later: null in this version's files
             plans.append(ColumnPlan(col, None, now[col].delta_type, now[col].dtype, now[col].is_partition))
