@@ -532,6 +532,8 @@ APP_IDS = {"country_stats": "goldstream-country_stats-spark", "country_anomalies
 GOLDSTREAM_TABLES = [["Gold table of query 'country_stats'", "./data/gold/country_stats"], ["Gold table of query 'country_anomalies'", "./data/gold/country_anomalies"]]
 GOLDSTREAM_APP_IDS = ["goldstream-country_stats", "goldstream-country_anomalies"]
 SILVER_COLUMNS = ["event_timestamp", "origin_country", "altitude_meters", "velocity_kmh", "on_ground"]
+# Static Delta tables SQL queries join (a stream-static join: each micro-batch reads the latest version).
+TABLES = {}
 SOURCE_OPTIONS = {"startingVersion": "0", "maxFilesPerTrigger": "1000", "skipChangeCommits": "false"}
 DEFAULT_TRIGGER = "processing-time=5s"
 

@@ -360,14 +360,35 @@ def validate_config(
                    f"{count(src.max_rows_per_batch)} rows per batch")
         for q in settings.queries:
             w = q.window
-            typer.echo(f"query {q.name}: {w.kind} window {w.extent}, watermark delay "
-                       f"{fmt(q.watermark_delay)}, keys {q.keys}, {len(q.aggregates)} aggregates -> {settings.gold_path(q)}")
+            keys = [k.sql(dialect="spark") for k in q.sql_query.keys] if q.sql_query is not None else q.keys
+            kind = " (Spark SQL)" if q.sql is not None else ""
+            typer.echo(f"query {q.name}{kind}: {w.kind} window {w.extent}, watermark delay "
+                       f"{fmt(q.watermark_delay)}, keys {keys}, {len(q.aggregates)} aggregates -> {settings.gold_path(q)}")
         typer.echo(f"server: {'off' if not srv.http_port else f'{srv.http_host}:{srv.http_port}'}; "
                    f"log level {settings.log_level}")
         overrides = sorted(k for k in os.environ if k.upper().startswith("GOLDSTREAM_"))
         if overrides:
             typer.echo("environment overrides: " + ", ".join(overrides))
         typer.echo(f"{config}: OK (storage not contacted)")
+
+    _guarded(go)
+
+
+@app.command(short_help="Each query's plan: columns read, filter, joins, window, aggregates, Gold schema.")
+def explain(
+    config: ConfigOpt,
+    query: Annotated[Optional[str], typer.Option("--query", help="only this query")] = None,
+    silver: Annotated[Optional[str], typer.Option("--silver", help="Silver table (overrides [source] path)")] = None,
+) -> None:
+    """Print each query's plan: Silver columns read, filter, joins (with the dimension version
+    a batch would join now), window and watermark, keys, aggregates with their state and
+    Spark form, and the Gold schema. Reads schemas; writes nothing."""
+    from goldstream.explain import explain as plan
+    from goldstream.storage import Storage
+
+    def go() -> None:
+        settings = _settings(config, silver, None, query)
+        typer.echo(plan(settings, Storage.from_env(settings.storage)), nl=False)
 
     _guarded(go)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -20,9 +21,12 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic_settings import (
@@ -34,7 +38,7 @@ from pydantic_settings import (
 
 from goldstream.durations import format_duration, parse_duration, to_us
 from goldstream.errors import ConfigError
-from goldstream.functions.condition import Condition, ConditionError
+from goldstream.sql.condition import Condition, ConditionError
 from goldstream.functions.registry import FUNCTION_NAMES, build, check_arguments
 from goldstream.identifiers import Identifier, collision_message, first_collision
 from goldstream.identity import check_apart
@@ -193,21 +197,37 @@ class AggregateSpec(_Strict):
         return self
 
 
+@dataclass(frozen=True)
+class GoldColumns:
+    """A query's Gold columns by role: the window bounds, the keys, the values."""
+
+    window_start: str
+    window_end: str | None
+    keys: list[str]
+    values: list[str]
+
+
 class QuerySpec(_Strict):
-    """One streaming query: Silver → windowed aggregate → its own Gold table."""
+    """One streaming query: Silver → windowed aggregate → its own Gold table. Defined either
+    by `window`, `keys`, `aggregates` (and `filter`), or by `sql`: Spark SQL text, from which
+    those are derived (goldstream/sql/), so the engine runs both the same way."""
 
     name: Identifier
     """The query's name: its Gold table is `<gold_root>/<name>`, its application id `goldstream-<name>`."""
     event_time: Text = "event_timestamp"
     """The Silver timestamp column that places a row in windows."""
     keys: list[Identifier] = Field(default_factory=list)
-    """Silver columns to group by, besides the window (a null is a group of its own)."""
-    window: WindowSpec
-    """`{ kind = "tumbling", size = "1m" }`, `{ kind = "sliding", size = "5m", slide = "1m" }` or `{ kind = "session", gap = "5m" }`."""
+    """Silver columns to group by, besides the window (a null is a group of its own). A SQL query's keys come from its GROUP BY."""
+    window: WindowSpec | None = None
+    """`{ kind = "tumbling", size = "1m" }`, `{ kind = "sliding", size = "5m", slide = "1m" }` or `{ kind = "session", gap = "5m" }`. A SQL query's window comes from its GROUP BY."""
     watermark_delay: NonNegativeDuration
     """How far the watermark trails the largest event time seen (Spark's `withWatermark`), whole milliseconds."""
-    aggregates: list[AggregateSpec] = Field(min_length=1)
-    """The output columns after the window and keys, in order."""
+    aggregates: list[AggregateSpec] = Field(default_factory=list)
+    """The output columns after the window and keys, in order (a SQL query's come from its SELECT)."""
+    sql: str | None = None
+    """Spark SQL: `SELECT ... FROM silver ... GROUP BY window(...), keys` (see the query language), instead of `window`, `keys`, `aggregates` and `filter`."""
+    ansi: bool = True
+    """Spark 4's default ANSI mode: division by zero, overflow and invalid casts stop the query; `false` gives Spark's legacy NULLs instead."""
     filter: str | None = None
     """A Spark SQL condition on Silver rows: rows failing it are not input to this query (they move no watermark, as with Spark's filter before `withWatermark`) and are counted."""
     app_id: Text | None = None
@@ -230,8 +250,71 @@ class QuerySpec(_Strict):
             raise ValueError("watermark_delay must be whole milliseconds")
         return v
 
+    _sql_query: Any = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _from_sql(self) -> QuerySpec:
+        """A SQL query: parse it and fill in the window, keys and aggregates it means."""
+        if self.sql is None:
+            if self.window is None:
+                raise ValueError(f"query {self.name!r} needs either `sql` or a `window` with `aggregates`")
+            if not self.aggregates:
+                raise ValueError(f"query {self.name!r}: `aggregates` must list at least one aggregate")
+            return self
+        given = [f for f in ("window", "keys", "aggregates", "filter") if f in self.model_fields_set]
+        if given:
+            raise ValueError(f"query {self.name!r} has `sql` and also {', '.join(given)}: a SQL query says its "
+                             "window, keys, aggregates and WHERE in the SQL; remove the other fields")
+        from goldstream.sql.errors import SqlError
+        from goldstream.sql.plan import plan_fields
+        try:
+            parsed, window, keys, aggregates = plan_fields(self.sql)
+        except SqlError as err:
+            raise ValueError(f"query {self.name!r}: sql: {err}") from None
+        if "event_time" in self.model_fields_set and self.event_time != parsed.event_time:
+            raise ValueError(f"query {self.name!r}: event_time is {self.event_time!r} but the SQL's window is over "
+                             f"{parsed.event_time!r}; the watermark and the window must use one column")
+        if not any(type(e).__name__ == "Column" and e.name == "__window_start" for _, e in parsed.outputs):
+            raise ValueError(f"query {self.name!r}: sql: select window.start (under any name): Gold's rows are "
+                             "laid out and identified by their window's start")
+        object.__setattr__(self, "event_time", parsed.event_time)
+        object.__setattr__(self, "window", WindowSpec(**window))
+        object.__setattr__(self, "keys", keys)
+        object.__setattr__(self, "aggregates", [AggregateSpec.model_construct(**a) for a in aggregates])
+        self._sql_query = parsed
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A SQL query dumps as its SQL (what it derived is derived again when loaded)."""
+        data = handler(self)
+        if self.sql is not None:
+            for derived in ("window", "keys", "aggregates", "filter"):
+                data.pop(derived, None)
+        return data
+
+    @property
+    def gold_columns(self) -> GoldColumns:
+        """Gold's columns by role, as named in Gold (a SQL query's SELECT names)."""
+        sql = self._sql_query
+        if sql is None:
+            return GoldColumns("window_start", "window_end", list(self.keys), [a.name for a in self.aggregates])
+        roles = {"__window_start": "start", "__window_end": "end", **{k: "key" for k in sql.key_names}}
+        by_role: dict[str, list[str]] = {"start": [], "end": [], "key": [], "value": []}
+        for name, expr in sql.outputs:
+            ref = expr.name if type(expr).__name__ == "Column" and not expr.table else None
+            by_role[roles.get(ref, "value") if ref else "value"].append(name)
+        return GoldColumns(by_role["start"][0], (by_role["end"] or [None])[0], by_role["key"], by_role["value"])
+
+    @property
+    def sql_query(self) -> Any:
+        """The parsed SQL (goldstream.sql.query.SqlQuery), or None for a TOML query."""
+        return self._sql_query
+
     @model_validator(mode="after")
     def _check_names(self) -> QuerySpec:
+        if self.sql is not None:
+            return self
         outputs = ["window_start", "window_end", *self.keys, *(a.name for a in self.aggregates)]
         if clash := first_collision(outputs):
             raise ValueError(f"query {self.name!r}: output column {collision_message(*clash)}; "
@@ -310,6 +393,8 @@ class SourceSpec(_Strict):
     """Skip (and count) commits that remove or rewrite data, as Spark's `skipChangeCommits`; without it such a commit stops the query with an error naming its version."""
     wait_for_table_timeout: NonNegativeDuration = timedelta(0)
     """`run` waits this long for a missing Silver table to appear (`"0s"`: forever), logging every 30 s; `replay` never waits."""
+    max_dimension_rows: Count = 10_000_000
+    """A dimension table a SQL query joins (`[tables]`) is held in memory, read once per version: one with more rows than this stops the query instead of exhausting memory."""
     max_event_time_skew: NonNegativeDuration | None = None
     """Default for every query's `max_event_time_skew`."""
     future_event_time_warning: PositiveDuration = timedelta(days=1)
@@ -407,6 +492,8 @@ class Settings(BaseSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Logs are JSON lines on stdout (readable lines on a terminal) from this level up."""
+    tables: dict[Identifier, Text] = Field(default_factory=dict)
+    """Static Delta tables a SQL query may join, by the name the SQL uses: name -> URI (a local path, relative to the configuration file, or `s3://...`)."""
     source: SourceSpec = SourceSpec()
     sink: SinkSpec = SinkSpec()
     storage: StorageSpec = StorageSpec()
@@ -420,10 +507,16 @@ class Settings(BaseSettings):
         table the configuration names is apart from every other, compared by identity."""
         if clash := first_collision(q.name for q in self.queries):
             raise ValueError(f"queries: the name {collision_message(*clash)}; query names must be unique")
-        check_apart(self.tables())
+        check_apart(self.owned_tables())
+        for q in self.queries:
+            for name in (q.sql_query.tables if q.sql_query is not None else ()):
+                if name not in self.tables:
+                    known = ", ".join(self.tables) or "none"
+                    raise ValueError(f"query {q.name!r} joins table {name!r}, which [tables] does not name "
+                                     f"(it names: {known}); add {name} = \"<Delta table URI>\" under [tables]")
         return self
 
-    def tables(self) -> list[tuple[str, str]]:
+    def owned_tables(self) -> list[tuple[str, str]]:
         """(role, uri) of every table the configuration names: Silver, each Gold and late table."""
         tables = [("the Silver table", self.source.path)]
         for q in self.queries:
@@ -513,7 +606,7 @@ def load_settings(path: str | Path) -> Settings:
 
         with p.open("rb") as fh:
             tomllib.load(fh)
-        return FromFile()
+        return _tables_relative_to(FromFile(), p)
     except ValidationError as err:
         raise ConfigError(_describe(err, p)) from None
     except ValueError as err:  # tomllib.TOMLDecodeError and env JSON errors
@@ -521,6 +614,15 @@ def load_settings(path: str | Path) -> Settings:
                           "environment variable) at the place shown") from None
     except OSError as err:
         raise ConfigError(f"cannot read configuration file {p}: {err.strerror or err}") from None
+
+
+def _tables_relative_to(settings: Settings, config: Path) -> Settings:
+    """[tables] local paths are relative to the configuration file, not to the working directory."""
+    resolved = {name: uri if "://" in uri or Path(uri).is_absolute() else str((config.parent / uri).resolve())
+                for name, uri in settings.tables.items()}
+    if resolved == settings.tables:
+        return settings
+    return settings.model_copy(update={"tables": resolved})
 
 
 def with_overrides(settings: Settings, silver: str | None = None, gold_root: str | None = None) -> Settings:

@@ -31,7 +31,7 @@ def parse_duration(value: Any) -> timedelta:
                              f"(at most {timedelta.max.days} days) or {_DURATION_HINT}") from None
     if not isinstance(value, str):
         raise ValueError(f"expected a duration, got {value!r}: {_DURATION_HINT}")
-    text = value.strip().replace(" ", "")
+    text = _spark_units(value.strip()).replace(" ", "")
     sign = -1 if text.startswith("-") else 1
     text = text.removeprefix("-")
     pos, total_us = 0, 0.0
@@ -46,6 +46,19 @@ def parse_duration(value: Any) -> timedelta:
         return timedelta(microseconds=sign * round(total_us))
     except OverflowError:
         raise ValueError(f"duration {value!r} is too large: the longest is {timedelta.max.days} days") from None
+
+
+# Spark's interval words ("2 minutes", "10 seconds"), as withWatermark takes them.
+_SPARK_WORDS = {"microsecond": "us", "millisecond": "ms", "second": "s", "minute": "m", "hour": "h", "day": "d"}
+_SPARK_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(microsecond|millisecond|second|minute|hour|day)s?\b", re.IGNORECASE)
+
+
+def _spark_units(text: str) -> str:
+    """"2 minutes 30 seconds" -> "2m30s" (other text unchanged)."""
+    body = re.sub(r"^interval\s+", "", text, flags=re.IGNORECASE)
+    if not _SPARK_PART.search(body):
+        return text
+    return _SPARK_PART.sub(lambda m: m.group(1) + _SPARK_WORDS[m.group(2).lower()], body)
 
 
 def format_duration(td: timedelta) -> str:

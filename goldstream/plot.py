@@ -33,8 +33,8 @@ def plot_gold(settings: Settings, q: QuerySpec, path: Path, metric: str | None, 
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
         raise ConfigError(f"--plot {path}: give a file ending in .png or .html")
-    name = metric or q.aggregates[0].name
-    names = [a.name for a in q.aggregates]
+    names = q.gold_columns.values
+    name = metric or names[0]
     if name not in names:
         raise ConfigError(f"--metric {name!r}: query {q.name!r} has the aggregates {', '.join(names)}")
     gold = read_gold(settings, q)
@@ -58,9 +58,11 @@ def series(gold: pl.DataFrame, q: QuerySpec, metric: str, top: int) -> dict[str,
     points in time order, for the `top` keys with the largest total, largest first."""
     if gold.height == 0:
         return {}
-    key = (pl.concat_str([pl.col(k).cast(pl.String).fill_null("null") for k in q.keys], separator=" / ")
-           if q.keys else pl.lit("all"))
-    data = gold.select("window_end", key.alias("key"), pl.col(metric).cast(pl.Float64).alias("value"))
+    keys, end = q.gold_columns.keys, q.gold_columns.window_end or q.gold_columns.window_start
+    key = (pl.concat_str([pl.col(k).cast(pl.String).fill_null("null") for k in keys], separator=" / ")
+           if keys else pl.lit("all"))
+    data = gold.select(pl.col(end).alias("window_end"), key.alias("key"),
+                       pl.col(metric).cast(pl.Float64).alias("value"))
     leaders = (data.group_by("key").agg(pl.col("value").fill_nan(None).sum().alias("total"))
                .sort(["total", "key"], descending=[True, False], nulls_last=True).head(top)["key"].to_list())
     data = data.filter(pl.col("key").is_in(leaders)).sort("window_end")
@@ -105,7 +107,7 @@ def _figure(q: QuerySpec, metric: str, lines: dict[str, list[tuple[Any, float | 
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     ax.set_xlabel("window end (UTC)")
     ax.set_ylabel(metric)
-    per = " / ".join(q.keys) if q.keys else "all rows"
+    per = " / ".join(q.gold_columns.keys) if q.gold_columns.keys else "all rows"
     ax.set_title(f"{q.name}: {metric} per {per}, top {len(lines)}", loc="left")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize="small")
@@ -117,7 +119,7 @@ def _html(q: QuerySpec, metric: str, lines: dict[str, list[tuple[Any, float | No
     figure.savefig(buffer, format="svg")
     svg = buffer.getvalue()
     svg = svg[svg.index("<svg"):]  # inline: without the XML prolog
-    data = {"query": q.name, "metric": metric, "keys": q.keys, "series": [
+    data = {"query": q.name, "metric": metric, "keys": q.gold_columns.keys, "series": [
         {"key": key, "points": [[t.isoformat().replace("+00:00", "Z"), _finite(v)] for t, v in points]}
         for key, points in lines.items()]}
     title = f"{q.name}: {metric} over time"

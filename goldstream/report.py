@@ -108,14 +108,17 @@ def show(settings: Settings, query: str | None = None, limit: int = 10) -> list[
         counts.append({"query": q.name, "rows": df.height, "gold": path})
         if df.height == 0:
             continue
-        first = q.aggregates[0].name
-        latest = df.filter(pl.col("window_end") == pl.col("window_end").max())
-        start, end = latest["window_start"][0], latest["window_end"][0]
-        shown = latest.sort(first, descending=True, nulls_last=True).head(limit).drop("window_start", "window_end")
-        sections.append(Section(f"{q.name}: latest window", shown, identity=len(q.keys),
+        gold = q.gold_columns
+        first = gold.values[0]
+        end_column = gold.window_end or gold.window_start
+        latest = df.filter(pl.col(end_column) == pl.col(end_column).max())
+        start, end = latest[gold.window_start][0], latest[end_column][0]
+        bounds = [c for c in (gold.window_start, gold.window_end) if c]
+        shown = latest.sort(first, descending=True, nulls_last=True).head(limit).drop(bounds)
+        sections.append(Section(f"{q.name}: latest window", shown, identity=len(gold.keys),
                                 note=f"window {start:%Y-%m-%d %H:%M:%S} – {end:%Y-%m-%d %H:%M:%S} UTC, "
                                      f"top {shown.height} of {latest.height} by {first}"))
-        for agg in q.aggregates:
+        for agg in q.aggregates if q.sql is None else []:
             if agg.fn == "ratio" and q.keys:
                 top = (df.group_by(q.keys).agg(pl.col(agg.name).mean().alias(f"mean_{agg.name}"),
                                               pl.len().alias("windows"))

@@ -18,9 +18,9 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from goldstream.config import AggregateSpec
-from goldstream.functions.aggregate import AggregateFunction
+from goldstream.functions.aggregate import AggregateFunction, where_column
 from goldstream.functions.base import Function, NoSparkEquivalent
-from goldstream.functions.condition import spark_condition
+from goldstream.sql.condition import Condition, spark_condition
 from goldstream.functions.projection import Projection
 from goldstream.functions.registry import ARGUMENTS, FUNCTIONS, build
 from goldstream.source.schema import polars_type
@@ -135,6 +135,9 @@ def test_aggregate_state_fields_merge_and_gold_type(fn: str, args: dict[str, Any
     input_schema = dict(rows.schema)
     function = _function(fn, args).typed(input_schema)  # as the engine builds it: knowing Silver's types
     assert isinstance(function, AggregateFunction)
+    if function.where is not None:  # computed before the row pass, as the engine does (sql/rows.py)
+        where, _ = Condition.parse(function.where).compile(input_schema)
+        rows = rows.with_columns(where.alias(where_column(function.name)))
     fields = function.state_fields()
 
     # update: one row per group holding exactly the declared state fields

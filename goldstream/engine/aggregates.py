@@ -72,7 +72,11 @@ class AggregateSet:
 
 def gold_frame_schema(query: QuerySpec, input_schema: dict[str, pl.DataType]) -> dict[str, pl.DataType]:
     """window_start, window_end (UTC µs), the keys (Silver's types), the outputs: the one
-    derivation behind both the Gold table's schema and the engine's frames."""
+    derivation behind both the Gold table's schema and the engine's frames. A SQL query's
+    are its SELECT list's names and Spark types."""
+    if query.sql_query is not None:
+        from goldstream.sql.rows import SqlRows
+        return dict(SqlRows.build(query, input_schema).compiled.gold_types)
     schema: dict[str, pl.DataType] = {WINDOW_START: WINDOW_BOUND, WINDOW_END: WINDOW_BOUND}
     schema.update({k: input_schema.get(k, pl.String()) for k in query.keys})
     schema.update(AggregateSet.for_query(query, input_schema).output_schema(input_schema))

@@ -159,12 +159,12 @@ class SessionAggregation(WindowedAggregation):
         if done.height == 0:
             return self.empty_output()
         self.state = self.state.filter(~ended)
-        return self.aggs.finalize(done, self.input_schema).select(
+        return self.gold(self.aggs.finalize(done, self.input_schema).select(
             pl.col(_START).cast(_BOUND).alias("window_start"),
             (pl.col(_LAST) + self.gap_us).cast(_BOUND).alias("window_end"),
             *self.keys,
             *self.aggs.names,
-        )
+        ))
 
     # -- restart ---------------------------------------------------------------------------
 

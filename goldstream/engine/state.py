@@ -36,7 +36,7 @@ from goldstream.engine.panes import MINVER as _MINVER
 from goldstream.engine.panes import PANE as _PANE
 from goldstream.engine.panes import PaneStore
 from goldstream.engine.windows import Windows
-from goldstream.functions.condition import Condition
+from goldstream.sql.rows import SqlRows
 
 _TS, _KMIN, _K = "__ts", "__kmin", "__k"
 # Closing windows repeats a pane's rows once per window they count in; at most this many
@@ -75,8 +75,15 @@ class WindowedAggregation:
     windows: Windows = field(init=False)
     aggs: AggregateSet = field(init=False)
     panes: PaneStore = field(default_factory=PaneStore, init=False)
+    dimensions: object = None  # a SQL query's joined tables (sql/dimensions.py)
 
     def __post_init__(self, event_clock: EventClock | None) -> None:
+        # A SQL query: its projection step (sql/rows.py) runs before the row pass, and its
+        # derived columns are inputs like Silver's.
+        self.sql = SqlRows.build(self.query, self.input_schema, self.dimensions) \
+            if self.query.sql_query is not None else SqlRows.for_conditions(self.query, self.input_schema)
+        if self.sql is not None:
+            self.input_schema = {**self.input_schema, **self.sql.compiled.derived_types}
         self.clock = event_clock or EventClock.build(self.query)
         self._now_ms = 0  # the skew bound's "now" for rows whose commit has no timestamp
         self._empty: pl.DataFrame | None = None
@@ -133,7 +140,7 @@ class WindowedAggregation:
         """What the group-by over the rows depends on: queries with equal row groupings
         share one group-by (commit_partials)."""
         return (self.query.event_time, tuple(self.keys), self.windows.slide_us, self.max_event_time_skew_us,
-                self.query.filter)
+                self.query.filter, self.query.sql, self.query.ansi)
 
     def commit_partials_plan(self, rows: pl.LazyFrame, partials: list[pl.Expr],
                              commit_column: str = VERSION) -> pl.LazyFrame:
@@ -148,8 +155,11 @@ class WindowedAggregation:
         (counted, then dropped); with a skew bound, far-future rows form their own groups, and
         with a filter, the rows failing it."""
         ts = self._event_us()
+        if self.sql is not None:
+            rows = self.sql.prepare(rows)
+            partials = [*partials, *self.sql.guard_partials()]
         group = [*self.keys, self.windows.pane(ts).alias(_PANE), commit_column]
-        if self.query.filter is not None:
+        if self._has_filter():
             group.append(self._passes_filter().alias(_PASSED))
         if self.max_event_time_skew_us is not None:
             self._now_ms = int(time.time() * 1000)  # one "now" per batch, for both passes
@@ -169,7 +179,8 @@ class WindowedAggregation:
         both = pl.concat([earlier.filter(pl.col(VERSION) == seam), later.filter(pl.col(VERSION) == seam)],
                          how="vertical_relaxed")
         group = [*self.keys, _PANE, VERSION, *(c for c in (_FUTURE, _PASSED) if c in both.columns)]
-        merged = (self.aggs.merge(both, group, pl.col(_TSMAX).max(), pl.col(_ROWS).sum())
+        guards = [pl.col(g).any() for g in (self.sql.guard_names() if self.sql is not None else [])]
+        merged = (self.aggs.merge(both, group, pl.col(_TSMAX).max(), pl.col(_ROWS).sum(), *guards)
                   .select(both.columns).cast(both.schema))
         return pl.concat([earlier.filter(pl.col(VERSION) < seam), merged, later.filter(pl.col(VERSION) > seam)],
                          how="vertical_relaxed")
@@ -194,10 +205,16 @@ class WindowedAggregation:
         wm_start = self.watermark_us
         rows_in = int(partials[_ROWS].sum())
         filtered = 0
+        if self.sql is not None:
+            self.sql.check_guards(partials, VERSION, self.query.name)
+        clock_partials = None
         if _PASSED in partials.columns:  # rows failing the filter are no input at all
             filtered = int(partials.filter(~pl.col(_PASSED))[_ROWS].sum())
+            if self.sql is not None and self.sql.watermark_first:  # SQL: withWatermark precedes WHERE, joins
+                clock_partials = partials
             partials = partials.filter(pl.col(_PASSED))
-            rows = None if rows is None else rows.filter(self._passes_filter())
+            rows = None if rows is None else \
+                self._prepared(rows).filter(self._passes_filter()).select(rows.collect_schema().names())
         want_rows = self.keep_late_rows and rows is not None and partials.height > 0
         refused = 0
         if _FUTURE in partials.columns:
@@ -212,10 +229,15 @@ class WindowedAggregation:
                             rows_null_time=rows_in - filtered - refused - rows_timed, watermark_us=wm_start)
         if want_rows and refused:
             result.late = refused_rows
-        if rows_timed == 0:
+        clock_timed = timed
+        if clock_partials is not None:
+            if _FUTURE in clock_partials.columns:
+                clock_partials = clock_partials.filter(~pl.col(_FUTURE))
+            clock_timed = clock_partials.filter(pl.col(_PANE).is_not_null())
+        if clock_timed.height == 0:
             return result
 
-        per_commit = timed.group_by(VERSION).agg(pl.col(_TSMAX).max().alias(COMMIT_MAX)).sort(VERSION)
+        per_commit = clock_timed.group_by(VERSION).agg(pl.col(_TSMAX).max().alias(COMMIT_MAX)).sort(VERSION)
         result.max_event_time_us = int(per_commit[COMMIT_MAX].max())  # type: ignore[arg-type]
         result.commit_max = per_commit
         wm_before = self.clock.on_commits(per_commit)
@@ -264,10 +286,30 @@ class WindowedAggregation:
         here: a row's windows are late or not whatever came before)."""
         return None
 
+    def _has_filter(self) -> bool:
+        return self.sql is not None and self.sql.passed is not None
+
     def _passes_filter(self) -> pl.Expr:
-        """The query's filter over Silver rows; a null condition fails it, as in Spark."""
-        assert self.query.filter is not None
-        return Condition.parse(self.query.filter).expr().fill_null(False)
+        """The query's filter (a SQL query's WHERE and inner joins) over Silver rows; a null
+        condition fails it, as in Spark."""
+        assert self.sql is not None and self.sql.passed is not None
+        return self.sql.passed.fill_null(False)
+
+    def _prepared(self, rows: pl.LazyFrame) -> pl.LazyFrame:
+        """Silver rows as the row pass sees them (a SQL query's joins and derived columns added)."""
+        return rows if self.sql is None else self.sql.prepare(rows)
+
+    def dimension_versions(self) -> tuple[tuple[str, int], ...]:
+        """The version of each dimension table the last batch joined (Gold's offsets keep them)."""
+        if self.sql is None or not self.sql.compiled.joins or self.dimensions is None:
+            return ()
+        used = self.dimensions.versions()  # type: ignore[attr-defined]
+        return tuple((j.table, used[j.table]) for j in self.sql.compiled.joins if j.table in used)
+
+    def gold(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """Closed windows (window bounds, keys, aggregates) as Gold rows: a SQL query's SELECT
+        list, its names and Spark's types; a TOML query's as they are."""
+        return frame if self.sql is None else self.sql.gold(frame, self.query.name)
 
     def _event_us(self) -> pl.Expr:
         return pl.col(self.query.event_time).cast(pl.Datetime("us", "UTC")).dt.epoch("us")
@@ -393,12 +435,12 @@ class WindowedAggregation:
         hi = pl.min_horizontal(pl.col(_PANE), pl.lit(k_hi))
         contributing = covered.filter(lo <= hi).with_columns(pl.int_ranges(lo, hi + 1).alias(_K)).explode(_K)
         merged = self.aggs.merge(contributing, [*self.keys, _K])
-        return self.aggs.finalize(merged, self.input_schema).select(
+        return self.gold(self.aggs.finalize(merged, self.input_schema).select(
             w.start(pl.col(_K)).cast(pl.Datetime("us", "UTC")).alias("window_start"),
             w.end(pl.col(_K)).cast(pl.Datetime("us", "UTC")).alias("window_end"),
             *self.keys,
             *self.aggs.names,
-        )
+        ))
 
     def empty_output(self) -> pl.DataFrame:
         """No windows, in the Gold schema. Built once (~1 ms each, several per batch):

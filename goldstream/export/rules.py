@@ -54,6 +54,11 @@ def plan_export(settings: Settings, approximate: bool = False) -> ExportPlan:
                          f"writes <gold-root>/{query.name} (or --gold-path {query.name}=URI) and refuses that path")
         refusals += [f"query {query.name!r}, field {field}: {why}" for field, why in _goldstream_only(settings, query)]
         columns[query.name] = []
+        if query.sql_query is not None:  # exported as its own (canonical) SQL text: spark_job.py
+            if any(a.fn == "count_distinct" for a in query.sql_query.aggregates):
+                refusals.append(f"query {query.name!r}: count(DISTINCT ...) is refused by Spark on a stream; "
+                                "goldstream computes it exactly, the export cannot")
+            continue
         for spec in query.aggregates:
             function = build(spec)
             where = f"query {query.name!r}, aggregate {spec.name!r} (fn = {spec.fn!r})"
@@ -82,6 +87,7 @@ def _reason(missing: NoSparkEquivalent) -> str:
 def _goldstream_only(settings: Settings, query: QuerySpec) -> list[tuple[str, str]]:
     """The (field, why) of each goldstream-only option the query uses."""
     found = []
+    assert query.window is not None
     if query.window.kind not in SPARK_WINDOWS:
         found.append(("window.kind", f"{query.window.kind!r} windows have no Spark grouping in the export"))
     if query.late_sink:

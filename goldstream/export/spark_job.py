@@ -17,7 +17,7 @@ from goldstream.config import QuerySpec, Settings, SourceSpec
 from goldstream.durations import to_us
 from goldstream.export.literal import printable, py_literal
 from goldstream.export.rules import Column, ExportPlan
-from goldstream.functions.condition import spark_condition
+from goldstream.sql.condition import spark_condition
 from goldstream.functions.projection import Projection
 from goldstream.source.schema import silver_columns
 
@@ -55,6 +55,8 @@ def render_job(plan: ExportPlan, config_name: str) -> str:
     is made of it): the notes and the file name are literals the job prints."""
     settings = plan.settings
     queries = "\n\n".join(_query_function(q, plan.columns[q.name]) for q in settings.queries)
+    if settings.tables:
+        queries = DIMENSION_READER.lstrip() + "\n\n" + queries
     configured = [
         "# ---- the configuration ----\n",
         f"CONFIG_FILE = {py_literal(config_name)}",
@@ -73,7 +75,27 @@ def _runtime() -> str:
     return text[text.index("\n\n") + 2:].rstrip() + "\n\n"
 
 
+def _sql_query_function(query: QuerySpec) -> str:
+    """A SQL query as the same text run by spark.sql over the stream registered as `silver`
+    after withWatermark, its dimension tables registered as Delta reads. The text is the
+    parser's canonical rendering, a Python literal: what goldstream checked is what Spark runs."""
+    sql = query.sql_query
+    lines = [
+        f"def {_function_name(query)}(silver: DataFrame) -> DataFrame:",
+        f"    {py_literal(f'{query.name}: Spark SQL, watermark delay {_interval(query.watermark_delay)}.')}",
+        "    spark = silver.sparkSession",
+        f"    silver.withWatermark({py_literal(_name(query.event_time))}, {py_literal(_interval(query.watermark_delay))})"
+        '.createOrReplaceTempView("silver")',
+        *(f"    _dimension(spark, {py_literal(t)}).createOrReplaceTempView({py_literal(t)})" for t in sql.tables),
+        f"    spark.conf.set(\"spark.sql.ansi.enabled\", {py_literal(str(query.ansi).lower())})",
+        f"    return spark.sql({py_literal(sql.canonical)})",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def _query_function(query: QuerySpec, columns: list[Column]) -> str:
+    if query.sql_query is not None:
+        return _sql_query_function(query)
     aggregates = [c for c in columns if not isinstance(c.function, Projection)]
     projections = [c for c in columns if isinstance(c.function, Projection)]
     lines = [
@@ -153,6 +175,18 @@ def _interval(td: timedelta) -> str:
     return f"{us} microseconds"
 
 
+DIMENSION_READER = '''
+def _dimension(spark, name):
+    """A [tables] Delta table as a static DataFrame: Spark's Delta reader (each micro-batch
+    joins its latest version), or without the connector (--io deltalake) the table as of now."""
+    try:
+        return spark.read.format("delta").load(TABLES[name])
+    except Exception:  # no Delta connector
+        import deltalake
+        return spark.createDataFrame(deltalake.DeltaTable(TABLES[name]).to_pyarrow_table().to_pandas())
+'''
+
+
 def _tables(settings: Settings) -> str:
     queries = settings.queries
     lines = [
@@ -163,7 +197,9 @@ def _tables(settings: Settings) -> str:
         "# the application ids goldstream commits to them with.",
         f"GOLDSTREAM_TABLES = {py_literal(_goldstream_tables(settings))}",
         f"GOLDSTREAM_APP_IDS = {py_literal([q.resolved_app_id for q in queries])}",
-        f"SILVER_COLUMNS = {py_literal(silver_columns(settings.queries))}",
+        f"SILVER_COLUMNS = {py_literal([c for c in silver_columns(settings.queries) if c not in _dimension_only(settings)])}",
+        "# Static Delta tables SQL queries join (a stream-static join: each micro-batch reads the latest version).",
+        f"TABLES = {py_literal(dict(settings.tables))}",
         f"SOURCE_OPTIONS = {py_literal(_source_options(settings.source))}",
         f"DEFAULT_TRIGGER = {py_literal(_trigger(settings.source.poll_interval))}",
     ]
@@ -178,6 +214,15 @@ def _goldstream_tables(settings: Settings) -> list[list[str]]:
         if q.late_sink:
             tables.append([f"late table of query {q.name!r}", q.late_sink])
     return tables
+
+
+def _dimension_only(settings: Settings) -> set[str]:
+    """Unqualified columns of SQL queries with joins that Silver's schema may not hold."""
+    out: set[str] = set()
+    for q in settings.queries:
+        if q.sql_query is not None and q.sql_query.joins:
+            out |= {c for t, c in q.sql_query.base_columns() if t is None}
+    return out
 
 
 def _source_options(source: SourceSpec) -> dict[str, str]:

@@ -26,8 +26,13 @@ from goldstream.functions.base import (
     sql_double,
     sql_literal,
 )
-from goldstream.functions.condition import Condition, spark_condition
 from goldstream.functions.decimals import average, avg_type, checked_sum, is_decimal, precision_scale, sum_type
+from goldstream.sql.condition import Condition, spark_condition
+
+
+def where_column(aggregate: str) -> str:
+    """The row column holding an aggregate's `where` condition."""
+    return f"__where.{aggregate}"
 
 
 @dataclass(frozen=True)
@@ -68,8 +73,9 @@ class AggregateFunction(Function):
         return self.where_expr().fill_null(False).sum().cast(pl.Int64)
 
     def where_expr(self) -> pl.Expr:
+        """Its `where`, computed before the row pass as a boolean column (sql/rows.py)."""
         assert self.where is not None
-        return Condition.parse(self.where).expr()
+        return pl.col(where_column(self.name))
 
     def where_columns(self) -> tuple[str, ...]:
         """Silver columns its `where` reads (their types are checked against the condition)."""

@@ -64,6 +64,7 @@ class QueryRun:
             start=None if self.start is None else self.start.version,
             snapshot=self.start is not None and self.start.snapshot,
             low_watermark_us=self.engine.watermark_before_oldest(),
+            dimensions=self.engine.dimension_versions(),
         )
 
     def process(self, batch: Batch, partials: pl.DataFrame, rows: pl.LazyFrame,

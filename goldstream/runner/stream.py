@@ -31,6 +31,7 @@ from goldstream.sink.gold import GoldSink
 from goldstream.sink.location import refuse_foreign_folder
 from goldstream.sink.late import LateSink
 from goldstream.sink.schema import gold_schema
+from goldstream.sql.dimensions import Dimensions
 from goldstream.source.reader import BatchScan, SilverSource, Start
 from goldstream.storage import Storage
 
@@ -47,6 +48,8 @@ class Stream:
     runs: list[QueryRun]
     cursor: int  # next Silver version to read
     alive: Callable[[], None] = lambda: None  # a sign of progress, for the liveness probe
+    dimensions: Dimensions | None = None  # tables SQL queries join
+    recorded: dict[str, dict[str, int]] = field(default_factory=dict)  # query -> dimension versions in Gold
     _latest: tuple[float, int | None] = field(default=(float("-inf"), None), init=False)  # (when listed, version)
 
     @classmethod
@@ -61,11 +64,17 @@ class Stream:
         is written; nothing is written in a dry run. `carried` stats continue those of a
         previous Stream as of each query's last Gold commit (what came after is processed again)."""
         carried = carried or {}
+        dimensions = Dimensions(dict(settings.tables), storage, settings.source.max_dimension_rows) \
+            if settings.tables else None
         source.open()
         alive()
         runs = []
+        recorded: dict[str, dict[str, int]] = {}
         for q in settings.queries:
             types = source.engine_types(q, settings.gold_path(q))
+            if q.sql_query is not None and q.sql_query.tables:
+                assert dimensions is not None
+                types = {**types, **dimensions.types(q.sql_query.tables)}
             sink = GoldSink(settings.gold_path(q), q, gold_schema(q, types), storage)
             refuse_foreign_folder(settings.gold_path(q), storage, f"the Gold table of query {q.name!r}")
             if q.late_sink:
@@ -76,7 +85,7 @@ class Stream:
                                      rebuild_watermark_us=None if offsets is None else offsets.low_watermark_us)
             engine = windowed_operator(q, input_schema=types, keep_late_rows=q.late_sink is not None,
                                        max_event_time_skew_us=None if skew is None else to_us(skew),
-                                       event_clock=clock)
+                                       event_clock=clock, dimensions=dimensions)
             if offsets is not None:
                 _check_silver_reaches(source, q, offsets.version)
                 start = None if offsets.start is None else Start(offsets.start, offsets.snapshot)
@@ -96,6 +105,8 @@ class Stream:
                 run.stats = run.committed_stats = carried[q.name]
             if offsets is not None:
                 run.late_base = offsets.late_rows - run.stats.rows_late
+                if offsets.dimensions:
+                    recorded[q.name] = dict(offsets.dimensions)
             runs.append(run)
             alive()
         _use_snapshot(source, runs)
@@ -105,7 +116,7 @@ class Stream:
             if run.new:
                 run.record_start()
                 alive()
-        return cls(source, runs, min(r.rebuild_from for r in runs), alive)
+        return cls(source, runs, min(r.rebuild_from for r in runs), alive, dimensions, recorded)
 
     def step(self, stop: int | None = None) -> bool:
         """Process one batch (up to `stop`); False when there was nothing new."""
@@ -118,6 +129,7 @@ class Stream:
         # per-(keys, pane, commit) partials, chunk by chunk; the rest of each query's step
         # runs on those, once the whole batch is in (the watermark moves per whole commit).
         active = [run for run in self.runs if batch.last >= run.rebuild_from]
+        self._pin_dimensions(batch.first)
         scans = self.source.scans(batch)
         partials = self.source.reading(batch, lambda: _partials([r.engine for r in active], scans, self.alive))
         t_read = time.perf_counter()
@@ -129,6 +141,20 @@ class Stream:
             self.alive()
         self.cursor = batch.last + 1
         return True
+
+    def _pin_dimensions(self, first: int) -> None:
+        """A batch that rebuilds a query's open windows joins the dimension versions its Gold
+        recorded (as the batches that built them did); any other joins the latest versions."""
+        if self.dimensions is None:
+            return
+        pinned: dict[str, int] = {}
+        for run in self.runs:
+            if first <= run.processed:
+                pinned.update(self.recorded.get(run.query.name, {}))
+        if pinned:
+            self.dimensions.pin(pinned)
+        else:
+            self.dimensions.unpin()
 
     def _latest_version(self, read: int) -> int | None:
         """Silver's latest version for lag metrics: a cached listing, never below `read`."""

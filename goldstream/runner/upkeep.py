@@ -55,7 +55,8 @@ def tables(query: QuerySpec, gold: GoldSink, late: LateSink | None, storage: Sto
     sink's offsets are still the ones it last saw or wrote (the owner in `run`); `maintain`
     writes neither rows nor offsets, and stands beside the owner unfenced."""
     out = [Table(query.name, "gold", TableMaintenance(
-        gold.committer, Layout(WINDOW_START, (WINDOW_START, *query.keys)), storage,
+        gold.committer, Layout(query.gold_columns.window_start,
+                                 (query.gold_columns.window_start, *query.gold_columns.keys)), storage,
         (lambda: gold.fence) if fenced else dict))]
     if late is not None and late.written_through >= 0:
         out.append(Table(query.name, "late", TableMaintenance(late.committer, LATE_LAYOUT, storage,

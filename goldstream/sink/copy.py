@@ -68,7 +68,7 @@ def _check_target(settings: Settings, to_uri: str, storage: Storage) -> None:
     or around) Silver and every Gold and late table of the configuration, the query's
     current Gold included, and not a folder holding other files."""
     try:
-        check_apart([*settings.tables(), ("the copy's table (--to)", to_uri)])
+        check_apart([*settings.owned_tables(), ("the copy's table (--to)", to_uri)])
     except ValueError as err:
         raise ConfigError(f"copy-gold --to {to_uri}: {err}") from None
     refuse_foreign_folder(to_uri, storage, "copy-gold --to")

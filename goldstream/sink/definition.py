@@ -25,7 +25,18 @@ _LABELS = {"window.size_us": "window size", "window.slide_us": "window slide", "
 
 
 def definition(query: QuerySpec) -> dict[str, Any]:
-    """What defines the query's output; a change to any of it changes the Gold rows."""
+    """What defines the query's output; a change to any of it changes the Gold rows. A SQL
+    query is defined by its canonical SQL (as parsed and rendered again: comments, spacing and
+    case of keywords do not count), never equal to a TOML query's definition."""
+    if query.sql_query is not None:
+        return {
+            "event_time": query.event_time,
+            "sql": query.sql_query.canonical,
+            "watermark_delay_us": to_us(query.watermark_delay),
+            **({"ansi": False} if not query.ansi else {}),
+            **({"max_event_time_skew_us": to_us(query.max_event_time_skew)}
+               if query.max_event_time_skew is not None else {}),
+        }
     return {
         "event_time": query.event_time,
         "keys": list(query.keys),
@@ -33,6 +44,7 @@ def definition(query: QuerySpec) -> dict[str, Any]:
         "watermark_delay_us": to_us(query.watermark_delay),
         "aggregates": [a.model_dump(exclude_none=True) for a in query.aggregates],
         **({"filter": query.filter} if query.filter is not None else {}),
+        **({"ansi": False} if not query.ansi else {}),
         # which rows count depends on the skew bound too (only when set, so that the
         # fingerprint of a query without it does not change)
         **({"max_event_time_skew_us": to_us(query.max_event_time_skew)}

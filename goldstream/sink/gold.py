@@ -33,9 +33,10 @@ class GoldSink:
         self.query = query
         self.app_id = query.resolved_app_id
         self.schema = schema
+        self.dimensions = tuple(query.sql_query.tables) if query.sql_query is not None else ()
         self.committer = Committer(
             self.uri, storage, f"Gold table {self.uri}", f"query {query.name!r}", self.app_id,
-            Offsets.txn_ids(self.app_id),
+            Offsets.txn_ids(self.app_id, self.dimensions),
             foreign_appends="accepted (allow_foreign_gold = true)" if query.allow_foreign_gold else None,
             remedy="If that was a mistake, restore the table to the version before it (Delta RESTORE) and restart; "
                    "to start afresh, use a new gold_path (or query name). Appends by another writer sharing the "
@@ -70,8 +71,8 @@ class GoldSink:
             expiring = self.committer.keep_offsets(repair)
             dt = self.committer.dt
             assert dt is not None
-        self.committed = Offsets.from_table(dt, self.app_id)
-        self._fence = self.committer.txns(Offsets.txn_ids(self.app_id))
+        self.committed = Offsets.from_table(dt, self.app_id, self.dimensions)
+        self._fence = self.committer.txns(Offsets.txn_ids(self.app_id, self.dimensions))
         if self.committed is None and dt.version() > 0:
             self._refuse_lost_offsets(dt, expiring)
             if not self.query.allow_foreign_gold:

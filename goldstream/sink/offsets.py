@@ -45,11 +45,15 @@ class Offsets:
     start: int | None = None  # first Silver version read (None: a table from before it was recorded)
     snapshot: bool = False  # `start` was read as the table's snapshot at it
     low_watermark_us: int | None = None  # the watermark before `low_version`, if the query needs it
+    # (table, Delta version) of each dimension a SQL query joins, as the last batch joined it:
+    # a restart rebuilds the open windows joining these versions.
+    dimensions: tuple[tuple[str, int], ...] = ()
 
     @staticmethod
-    def txn_ids(app_id: str) -> list[str]:
+    def txn_ids(app_id: str, dimensions: tuple[str, ...] = ()) -> list[str]:
         """The application ids of the `txn`s that hold the offsets of `app_id`."""
-        return [app_id, *(f"{app_id}.{k}" for k in (*_FIELDS, *_START_FIELDS, _LOW_WATERMARK))]
+        return [app_id, *(f"{app_id}.{k}" for k in (*_FIELDS, *_START_FIELDS, _LOW_WATERMARK)),
+                *(f"{app_id}.dim.{d}" for d in dimensions)]
 
     @classmethod
     def at_start(cls, start: int, snapshot: bool, watermark_us: int, fingerprint: int) -> Offsets:
@@ -63,10 +67,11 @@ class Offsets:
             values |= {"start": self.start, "snapshot": int(self.snapshot)}
         if self.low_watermark_us is not None:
             values[_LOW_WATERMARK] = self.low_watermark_us
+        values |= {f"dim.{name}": v for name, v in self.dimensions}
         return [Transaction(app_id + (f".{k}" if k else ""), v, now_ms) for k, v in values.items()]
 
     @classmethod
-    def from_table(cls, dt: Any, app_id: str) -> Offsets | None:
+    def from_table(cls, dt: Any, app_id: str, dimensions: tuple[str, ...] = ()) -> Offsets | None:
         version = dt.transaction_version(app_id)
         if version is None:
             return None
@@ -75,4 +80,6 @@ class Offsets:
         low_wm = dt.transaction_version(f"{app_id}.{_LOW_WATERMARK}")
         return cls(int(version), int(wm or 0), int(low if low is not None else version + 1), int(fp or 0),
                    int(late or 0), None if start is None else int(start), bool(snapshot),
-                   None if low_wm is None else int(low_wm))
+                   None if low_wm is None else int(low_wm),
+                   tuple((d, int(v)) for d in dimensions
+                         if (v := dt.transaction_version(f"{app_id}.dim.{d}")) is not None))

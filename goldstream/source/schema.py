@@ -25,7 +25,9 @@ import polars as pl
 
 from goldstream.config import QuerySpec
 from goldstream.errors import SourceError
-from goldstream.functions.condition import Condition
+from goldstream.sql.compile import compile_sql
+from goldstream.sql.condition import Condition
+from goldstream.sql.errors import SqlError
 from goldstream.functions.registry import build
 
 _PRIMITIVE_TO_POLARS: dict[str, pl.DataType] = {
@@ -156,6 +158,13 @@ def silver_columns(queries: list[QuerySpec]) -> list[str]:
     return list(_requirements(queries))
 
 
+def _optional_columns(queries: list[QuerySpec]) -> set[str]:
+    """Unqualified columns of SQL queries with a join: Silver's when Silver has them, else a
+    dimension's (resolved when the SQL is compiled against both schemas)."""
+    return {c for q in queries if q.sql_query is not None and q.sql_query.joins
+            for t, c in q.sql_query.base_columns() if t is None}
+
+
 def _requirements(queries: list[QuerySpec]) -> dict[str, tuple[str, set[str] | None]]:
     """column -> (why it is needed, allowed Delta types or None for any primitive)."""
     req: dict[str, tuple[str, set[str] | None]] = {}
@@ -169,6 +178,11 @@ def _requirements(queries: list[QuerySpec]) -> dict[str, tuple[str, set[str] | N
 
     for q in queries:
         need(q.event_time, f"event time of query {q.name!r}", {"timestamp"})
+        if q.sql_query is not None:  # its SQL's column references (types checked when compiled)
+            for table, col in q.sql_query.base_columns():
+                if table == "silver" or table is None:
+                    need(col, f"SQL of query {q.name!r}", None)
+            continue
         for k in q.keys:
             need(k, f"key of query {q.name!r}", None)
         for a in q.aggregates:
@@ -181,21 +195,22 @@ def _requirements(queries: list[QuerySpec]) -> dict[str, tuple[str, set[str] | N
 
 
 def _condition_problems(queries: list[QuerySpec], schema: dict[str, pl.DataType]) -> list[str]:
-    """Conditions that are not true/false/null over Silver's columns (a comparison of a
-    string with a number, a condition that is a number)."""
+    """Conditions Spark would refuse over Silver's columns (a boolean compared with a number,
+    a condition that is a number) and SQL queries that do not fit them."""
     problems = []
     for q in queries:
+        if q.sql_query is not None:
+            if not q.sql_query.joins:  # with a join, compiled once the dimensions are open
+                try:
+                    compile_sql(q.sql_query, schema, {}, ansi=q.ansi)
+                except SqlError as err:
+                    problems.append(f"the SQL of query {q.name!r}: {err}")
+            continue
         for where, text in q.conditions():
             try:
-                dtype = Condition.parse(text).result_type(schema)
-            except pl.exceptions.PolarsError as err:
-                first_line = str(err).strip().splitlines()[0]
-                problems.append(f"{where} of query {q.name!r}, {text!r}, cannot be evaluated over Silver's "
-                                f"columns: {first_line}")
-                continue
-            if dtype != pl.Boolean():
-                problems.append(f"{where} of query {q.name!r}, {text!r}, is a {dtype}, not a condition: "
-                                "compare it with something (e.g. `... > 0`, `... IS NOT NULL`)")
+                Condition.parse(text).compile(schema, q.ansi)
+            except SqlError as err:
+                problems.append(f"{where} of query {q.name!r}, {text!r}: {err}")
     return problems
 
 
@@ -219,8 +234,11 @@ def plan_reads(
     problems: list[str] = []
     plans: list[ColumnPlan] = []
     now = {c.name: c for c in current.columns} if current is not None else {}
+    optional = _optional_columns(queries)
     for col, (why, allowed) in _requirements(queries).items():
         f = fields.get(col)
+        if f is None and col in optional:
+            continue
         if f is None and col in now:  # added later: null in this version's files
             plans.append(ColumnPlan(col, None, now[col].delta_type, now[col].dtype, now[col].is_partition))
             continue
@@ -284,6 +302,8 @@ def typed_by_silver(queries: list[QuerySpec],
     wider type. `types` (Silver's, as read) tells a decimal column from the others."""
     out: dict[str, list[tuple[str, str]]] = {}
     for q in queries:
+        if q.sql_query is not None:  # its Gold types follow from its SQL (sql/compile.py)
+            continue
         for k in q.keys:
             out.setdefault(k, []).append((k, f"key {k!r} of query {q.name!r}"))
         for a in q.aggregates:

@@ -61,9 +61,11 @@ class ProgressHistory:
 def latest_windows(query: QuerySpec, closed: pl.DataFrame, top: int = TOP_WINDOWS) -> dict[str, Any]:
     """The windows with the latest end among `closed`, as JSON-ready columns and rows,
     the `top` highest by the query's first aggregate."""
-    columns = ["window_start", "window_end", *query.keys, *(a.name for a in query.aggregates)]
-    latest = (closed.filter(pl.col("window_end") == pl.col("window_end").max())
-              .sort(query.aggregates[0].name, descending=True, nulls_last=True).head(top).select(columns))
+    gold = query.gold_columns
+    columns = [c for c in (gold.window_start, gold.window_end) if c] + [*gold.keys, *gold.values]
+    end = gold.window_end or gold.window_start
+    latest = (closed.filter(pl.col(end) == pl.col(end).max())
+              .sort(gold.values[0], descending=True, nulls_last=True).head(top).select(columns))
     return {"columns": columns, "rows": [[_json_value(v) for v in row] for row in latest.iter_rows()]}
 
 
