@@ -408,11 +408,17 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Logs are JSON lines on stdout (readable lines on a terminal) from this level up."""
     source: SourceSpec = SourceSpec()
+    """`[source]`: the Silver table and how it is tailed."""
     sink: SinkSpec = SinkSpec()
+    """`[sink]`: where the Gold tables go."""
     storage: StorageSpec = StorageSpec()
+    """`[storage]`: non-secret object-store settings."""
     server: ServerSpec = ServerSpec()
+    """`[server]`: `run`'s status page, probes and metrics."""
     maintenance: MaintenanceSpec = MaintenanceSpec()
+    """`[maintenance]`: compaction, checkpoints, log cleanup and vacuum of the tables goldstream writes."""
     queries: list[QuerySpec] = Field(min_length=1)
+    """`[[queries]]`: at least one; each writes its own Gold table."""
 
     @model_validator(mode="after")
     def _unique(self) -> Settings:
