@@ -495,11 +495,17 @@ class Settings(BaseSettings):
     tables: dict[Identifier, Text] = Field(default_factory=dict)
     """Static Delta tables a SQL query may join, by the name the SQL uses: name -> URI (a local path, relative to the configuration file, or `s3://...`)."""
     source: SourceSpec = SourceSpec()
+    """`[source]`: the Silver table and how it is tailed."""
     sink: SinkSpec = SinkSpec()
+    """`[sink]`: where the Gold tables go."""
     storage: StorageSpec = StorageSpec()
+    """`[storage]`: non-secret object-store settings."""
     server: ServerSpec = ServerSpec()
+    """`[server]`: `run`'s status page, probes and metrics."""
     maintenance: MaintenanceSpec = MaintenanceSpec()
+    """`[maintenance]`: compaction, checkpoints, log cleanup and vacuum of the tables goldstream writes."""
     queries: list[QuerySpec] = Field(min_length=1)
+    """`[[queries]]`: at least one; each writes its own Gold table."""
 
     @model_validator(mode="after")
     def _unique(self) -> Settings:

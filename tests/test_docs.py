@@ -71,3 +71,15 @@ def test_screenshots_are_retaken_by_a_script(tmp_path: Path) -> None:
     for png, size in ((page, (1400, 1800)), (plot, (1000, 500))):
         data = png.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24]) == size
+
+
+def test_every_configuration_field_is_described() -> None:
+    """The configuration reference is made from the field docstrings: a new field needs one."""
+    from pydantic import BaseModel
+
+    from goldstream import config
+
+    missing = [f"{model.__name__}.{name}" for model in vars(config).values()
+               if isinstance(model, type) and issubclass(model, BaseModel) and model.__module__ == config.__name__
+               for name, field in model.model_fields.items() if not field.description]
+    assert missing == [], f"fields without a docstring (the reference would show nothing): {missing}"

@@ -221,7 +221,8 @@ def test_run_sigkilled_on_s3_equals_one_replay(s3_server: S3Server, tmp_path: Pa
                 time.sleep(rng.uniform(0.5, 4.0))
                 mode = "delay"
             else:
-                nth, deadline = rng.randint(1, 3), time.monotonic() + 30
+                # a busy machine (load 30 on two cores) takes over 30 s to start `run` and read S3
+                nth, deadline = rng.randint(1, 3), time.monotonic() + 120
                 while len(proc.progress()) < nth and time.monotonic() < deadline and proc.poll() is None:
                     time.sleep(0.01)
                 time.sleep(rng.choice([0, 0.05, 0.1, 0.2, 0.4]))
