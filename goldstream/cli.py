@@ -452,16 +452,17 @@ def export_spark(
 ) -> None:
     """Write a self-contained PySpark Structured Streaming job computing the same Gold tables."""
     from goldstream.export import export_spark as export
+    from goldstream.export.literal import printable
 
     def go() -> None:
         job, notes = export(_load_settings(config), str(config), approximate=approx_distinct)
-        for note in notes:
-            typer.echo(f"note: {note}", err=True)
+        for note in notes:  # one line each, whatever control characters the configuration held
+            typer.echo(f"note: {printable(note)}", err=True)
         if out is None:
             typer.echo(job, nl=False)
         else:
             out.write_text(job)
-            typer.echo(f"wrote the Spark job for {config} to {out}", err=True)
+            typer.echo(f"wrote the Spark job for {printable(str(config))} to {printable(str(out))}", err=True)
 
     _guarded(go)
 
