@@ -338,7 +338,10 @@ def validate_config(config: Annotated[Path, typer.Argument(help="TOML configurat
     from goldstream.durations import format_duration as fmt
 
     def go() -> None:
+        from goldstream.web.app import bearer_token
+
         settings = _load_settings(config)  # pydantic only: no storage client is created
+        bearer_token()  # set but blank: refused here as at the start of `run`
         src, srv = settings.source, settings.server
         typer.echo(f"source {src.path}: starting at {src.starting_version}, poll every {fmt(src.poll_interval)}, "
                    f"at most {src.max_commits_per_batch} commits / {src.max_files_per_batch} files / "
