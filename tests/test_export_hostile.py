@@ -64,6 +64,7 @@ def hostile_queries(text: str) -> list[dict[str, Any]]:
     return seed_query_list(country_stats={
         "event_time": text,
         "app_id": text,
+        "gold_path": "/tmp/gold-" + text.replace("/", "_"),  # goldstream's table: in GOLDSTREAM_TABLES and a note
         "filter": f"origin_country <> '{_no_quote(text)}' AND `{_no_backquote(text)}` IS NULL",
         "aggregates": [
             *stats["aggregates"],
