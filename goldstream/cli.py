@@ -353,7 +353,10 @@ def validate_config(
     assert config is not None
 
     def go() -> None:
+        from goldstream.web.app import bearer_token
+
         settings = _load_settings(config)  # pydantic only: no storage client is created
+        bearer_token()  # set but blank: refused here as at the start of `run`
         src, srv = settings.source, settings.server
         typer.echo(f"source {src.path}: starting at {src.starting_version}, poll every {fmt(src.poll_interval)}, "
                    f"at most {count(src.max_commits_per_batch)} commits / {count(src.max_files_per_batch)} files / "
@@ -525,16 +528,17 @@ def export_spark(
 ) -> None:
     """Write a self-contained PySpark Structured Streaming job computing the same Gold tables."""
     from goldstream.export import export_spark as export
+    from goldstream.export.literal import printable
 
     def go() -> None:
         job, notes = export(_load_settings(config), str(config), approximate=approx_distinct)
-        for note in notes:
-            typer.echo(f"note: {note}", err=True)
+        for note in notes:  # one line each, whatever control characters the configuration held
+            typer.echo(f"note: {printable(note)}", err=True)
         if out is None:
             typer.echo(job, nl=False)
         else:
             out.write_text(job)
-            typer.echo(f"wrote the Spark job for {config} to {out}", err=True)
+            typer.echo(f"wrote the Spark job for {printable(str(config))} to {printable(str(out))}", err=True)
 
     _guarded(go)
 

@@ -199,6 +199,7 @@ CASES: dict[str, Bad] = {
     "empty_endpoint_env": Bad(env_validate(GOLDSTREAM_STORAGE__ENDPOINT=""), ("storage.endpoint", "empty")),
     "blank_http_token": Bad(command("run", env={"GOLDSTREAM_HTTP_TOKEN": "   "}),
                             ("GOLDSTREAM_HTTP_TOKEN", "blank", "/api/*")),
+    "blank_http_token_validate": Bad(env_validate(GOLDSTREAM_HTTP_TOKEN=" "), ("GOLDSTREAM_HTTP_TOKEN", "blank")),
     "empty_http_token": Bad(command("run", env={"GOLDSTREAM_HTTP_TOKEN": ""}), ("GOLDSTREAM_HTTP_TOKEN", "blank")),
     "tab_newline_http_token": Bad(command("run", "--http-port", "0", env={"GOLDSTREAM_HTTP_TOKEN": "\t\n"}),
                                   ("GOLDSTREAM_HTTP_TOKEN", "blank")),

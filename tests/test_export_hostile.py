@@ -64,6 +64,7 @@ def hostile_queries(text: str) -> list[dict[str, Any]]:
     return seed_query_list(country_stats={
         "event_time": text,
         "app_id": text,
+        "gold_path": "/tmp/gold-" + text.replace("/", "_"),  # goldstream's table: in GOLDSTREAM_TABLES and a note
         "filter": f"origin_country <> '{_no_quote(text)}' AND `{_no_backquote(text)}` IS NULL",
         "aggregates": [
             *stats["aggregates"],
@@ -94,7 +95,8 @@ def test_hostile_config_text_never_runs_in_the_job(name: str, tmp_path: Path) ->
     text = HOSTILE[name]
     config = write_config(config_name(tmp_path, text), queries=hostile_queries(text))
     job = tmp_path / "job.py"
-    goldstream("export", "spark", "--config", str(config), "--out", str(job), "--approx-distinct")
+    export = goldstream("export", "spark", "--config", str(config), "--out", str(job), "--approx-distinct")
+    assert all(line.isprintable() for line in export.stderr.splitlines()), "notes echo control characters"
     source = job.read_text()
     tree = ast.parse(source)  # compiles (ast.parse runs nothing)
     assert PAYLOAD not in _comments_and_docstrings(source, tree)

@@ -23,7 +23,7 @@ from goldstream.durations import to_us
 from goldstream.engine.clock import EventClock
 from goldstream.engine.sessions import windowed_operator
 from goldstream.engine.state import WindowedAggregation, commit_partials
-from goldstream.errors import SourceError
+from goldstream.errors import GoldstreamError, SourceError
 from goldstream.observability import ProgressReporter
 from goldstream.runner.query_run import QueryRun
 from goldstream.runner.status import QueryStats, fmt_us
@@ -76,10 +76,16 @@ class Stream:
                 assert dimensions is not None
                 types = {**types, **dimensions.types(q.sql_query.tables)}
             sink = GoldSink(settings.gold_path(q), q, gold_schema(q, types), storage)
-            refuse_foreign_folder(settings.gold_path(q), storage, f"the Gold table of query {q.name!r}")
+            gold_here = f"the Gold table of query {q.name!r}"
+            try:
+                offsets = sink.open(create=False, repair=not dry_run)
+            except GoldstreamError:  # a file, or someone's folder, is named as such: not as a damaged table
+                refuse_foreign_folder(settings.gold_path(q), storage, gold_here)
+                raise
+            if sink.dt is None:  # no table yet: goldstream will create it, only in a folder of its own
+                refuse_foreign_folder(settings.gold_path(q), storage, gold_here)
             if q.late_sink:
                 refuse_foreign_folder(q.late_sink, storage, f"the late sink of query {q.name!r}")
-            offsets = sink.open(create=False, repair=not dry_run)
             skew = settings.max_event_time_skew(q)
             clock = EventClock.build(q, None if offsets is None else offsets.watermark_us,
                                      rebuild_watermark_us=None if offsets is None else offsets.low_watermark_us)

@@ -17,17 +17,20 @@ DELTA_LOG = "_delta_log"
 
 
 def refuse_foreign_folder(uri: str, storage: Storage, what: str) -> None:
-    """ConfigError naming `what` if `uri` is a file, or a non-empty folder without a Delta log."""
+    """ConfigError naming `what` if `uri` is a file, or a non-empty folder without a Delta log.
+    One listing: it runs at every start."""
     fs = storage.filesystem(uri)
     path = fs_path(uri).rstrip("/")
-    if fs.isfile(path):
-        raise ConfigError(f"{what} {uri} is a file, not a table's folder: give the path of a new or empty folder")
     try:
-        entries = sorted(fs.ls(path, detail=False))
+        entries = fs.ls(path, detail=True)
     except FileNotFoundError:
         return
-    names = [e.rstrip("/").rsplit("/", 1)[-1] for e in entries if e.rstrip("/") != path]
-    if not names or DELTA_LOG in names:
+    names = sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e["name"].rstrip("/") != path)
+    if not names:
+        if any(e.get("type") == "file" for e in entries):
+            raise ConfigError(f"{what} {uri} is a file, not a table's folder: give the path of a new or empty folder")
+        return
+    if DELTA_LOG in names:
         return
     shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
     raise ConfigError(f"{what} {uri} is a folder that holds other files ({shown}) and no Delta table: goldstream "
