@@ -140,14 +140,16 @@ def spark_gold(spark, job: types.ModuleType, flights_job: types.ModuleType,
 
 def start_running(job: types.ModuleType, view, query: str, args):  # type: ignore[no-untyped-def]
     """Start one query and wait for its first batch. Its Silver reader is a Python process
-    that Spark gives 10 s to connect back, which a machine busy with other work can miss:
+    that Spark gives 10 s to connect back, which a machine busy with other work can miss
+    (Spark then says it failed to connect back, or the worker that it could not open its socket):
     queries start one at a time, and one whose reader missed it starts again from its
     checkpoint."""
     for _ in range(3):
         started = job.start_query(job.QUERIES[query](job.read_silver(view, args)), query, args)
         while started.isActive and started.lastProgress is None:
             time.sleep(0.1)
-        if started.lastProgress is not None or "failed to connect back" not in str(started.exception()):
+        missed = any(sign in str(started.exception()) for sign in ("failed to connect back", "CANNOT_OPEN_SOCKET"))
+        if started.lastProgress is not None or not missed:
             return started
     return started
 
