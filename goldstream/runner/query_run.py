@@ -139,7 +139,8 @@ class QueryRun:
         log.info("query %s starts at %s", self.query.name, self.start)
         if self.dry_run:
             return
-        if self.sink.open(create=True) is not None:  # offsets that were not there a moment ago
+        # No table when the Stream opened: create it straight away (a concurrent creator's table is loaded)
+        if self.sink.open(create=True, loaded=self.sink.dt is None) is not None:  # offsets not there a moment ago
             raise OwnershipLost(
                 f"another instance owns query {self.query.name!r}: it recorded its start in Gold table "
                 f"{self.sink.uri} while this one was starting. Stopping without writing (no duplicate rows). "

@@ -64,9 +64,10 @@ class Stream:
         alive()
         runs = []
         for q in settings.queries:
-            types = source.engine_types(q, settings.gold_path(q))
-            sink = GoldSink(settings.gold_path(q), q, gold_schema(q, types), storage)
-            offsets = sink.open(create=False, repair=not dry_run)
+            sink = GoldSink(settings.gold_path(q), q, None, storage)
+            types = source.engine_types(q, sink.load())  # the one open of this Gold table
+            sink.schema = gold_schema(q, types)
+            offsets = sink.open(create=False, repair=not dry_run, loaded=True)
             skew = settings.max_event_time_skew(q)
             clock = EventClock.build(q, None if offsets is None else offsets.watermark_us,
                                      rebuild_watermark_us=None if offsets is None else offsets.low_watermark_us)

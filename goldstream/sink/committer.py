@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import pyarrow as pa
+import polars as pl
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import AddAction, RemoveAction
@@ -128,23 +128,30 @@ class Committer:
                 "error). Restore that file (from a backup or the object store's versioning) and run again; "
                 f"if the table is yours to discard, point {self.owner} at a new path. Nothing was written."
             ) from None
-        self.loaded_version = self.dt.version()
-        self._table_id = self._table_id or self.dt.metadata().id
-        return self.dt
+        return self._loaded(self.dt)
 
-    def create(self, schema: pa.Schema, name: str | None = None, description: str | None = None) -> DeltaTable:
-        """Create the table empty, or load the one a concurrent creator made first. No table
-        property is set: in particular none that would expire the `txn` offsets."""
+    def _loaded(self, dt: DeltaTable) -> DeltaTable:
+        self.dt = dt
+        self.loaded_version = dt.version()
+        self._table_id = self._table_id or dt.metadata().id
+        return dt
+
+    def create(self, schema: Any, name: str | None = None, description: str | None = None) -> DeltaTable:
+        """Create the table empty (`schema`: an Arrow schema, e.g. `sink.schema.arrow_schema`),
+        or load the one a concurrent creator made first. No table property is set: in
+        particular none that would expire the `txn` offsets."""
         try:
             # No commit retries: with them, delta-rs rebases a losing concurrent create into
             # version 1 (a second CREATE TABLE, possibly of another definition) instead of failing.
-            DeltaTable.create(self.uri, schema, mode="error", name=name, description=description,
-                              storage_options=self.options, commit_properties=CommitProperties(max_commit_retries=0))
-            failure: Exception | None = None
+            created = DeltaTable.create(self.uri, schema, mode="error", name=name, description=description,
+                                        storage_options=self.options,
+                                        commit_properties=CommitProperties(max_commit_retries=0))
         except Exception as err:  # noqa: BLE001 - a concurrent creator won: use its table
             if classify(err) is not None:
                 raise  # a storage failure, not a lost race: retried or reported by the runner
             failure = err
+        else:
+            return self._loaded(created)  # the snapshot of our own create: no need to load it again
         dt = self.load()
         if dt is None:
             raise SinkError(f"cannot create the {self.what} of {self.owner}: {failure}. "
@@ -294,7 +301,7 @@ class Committer:
         assert self.dt is not None
         return next((c for c in self.log.commits(since, self.dt.version()) if c.info.get(TAG) == tag), None)
 
-    def commit(self, data: pa.Table, txns: list[Transaction], metadata: Mapping[str, str],
+    def commit(self, data: pl.DataFrame, txns: list[Transaction], metadata: Mapping[str, str],
                expected_fence: Fence) -> None:
         """Append `data` with `txns` in one commit, made only on a snapshot that holds
         `expected_fence`; raise FenceMoved if another writer moved it, OwnershipLost if
@@ -343,7 +350,7 @@ class Committer:
     def active_paths(self) -> set[str]:
         """The data files of the current snapshot, as its `add` actions name them."""
         assert self.dt is not None
-        return set(pa.table(self.dt.get_add_actions()).column("path").to_pylist())
+        return set(pl.DataFrame(self.dt.get_add_actions())["path"].to_list())
 
     def _fenced(self, tag: str, expected_fence: Fence, ours: Mapping[str, int], write: Callable[[], None]) -> None:
         """Run `write` (one commit tagged `tag`, writing the `txn`s `ours`) on a fresh
@@ -399,7 +406,7 @@ class Committer:
             f"since version {base} wrote them: {why}. Restart the query: it keeps offsets from expiring and resumes "
             "from them if they are still in the log.")
 
-    def _append(self, data: pa.Table, props: CommitProperties) -> None:
+    def _append(self, data: pl.DataFrame, props: CommitProperties) -> None:
         assert self.dt is not None, "load() or create() first"
         write_deltalake(self.dt, data, mode="append", commit_properties=props,
                         schema_mode="merge" if self.merge_schema else None)
