@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import polars as pl
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import AddAction, RemoveAction
 
@@ -48,6 +48,11 @@ TAG = "goldstream.commitTag"  # commitInfo key naming one commit attempt
 APP_ID = "goldstream.appId"  # commitInfo key naming the application that wrote a commit
 ATTEMPTS = 10  # commits tried while the fence holds but other commits keep winning
 RELOAD_EVERY = 100  # Delta's default checkpoint interval: a fresh load starts from a checkpoint
+# After each commit delta-rs writes the checkpoint the table's interval calls for, and, by
+# default, deletes expired log files, which lists the whole _delta_log on every commit: 2 s
+# per commit after a month of one commit a minute. Log cleanup is maintenance's (fenced, once
+# per round, `TableMaintenance.clean_log`), so commits leave it out.
+HOOKS = PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
 
 Fence = Mapping[str, int | None]
 """appId -> the `txn` version the table must hold for a commit to go ahead (None: no txn yet)."""
@@ -328,7 +333,7 @@ class Committer:
             if not paths <= self.active_paths():
                 raise _Superseded
             self.dt.create_write_transaction([*adds, *removes], mode="append", schema=self.dt.schema(),
-                                             commit_properties=props)
+                                             commit_properties=props, post_commithook_properties=HOOKS)
 
         try:
             self._fenced(tag, expected_fence, {}, write)
@@ -408,7 +413,7 @@ class Committer:
 
     def _append(self, data: pl.DataFrame, props: CommitProperties) -> None:
         assert self.dt is not None, "load() or create() first"
-        write_deltalake(self.dt, data, mode="append", commit_properties=props,
+        write_deltalake(self.dt, data, mode="append", commit_properties=props, post_commithook_properties=HOOKS,
                         schema_mode="merge" if self.merge_schema else None)
 
 
