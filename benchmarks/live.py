@@ -196,8 +196,9 @@ def live_at_scale(workdir: Path, seconds: int, rows_per_commit: int, poll_s: flo
     reader.start()
     sampler.start()
     try:
-        if not ready.wait(600):
-            raise RuntimeError("goldstream run did not process the first commit:\n" + "".join(lines))
+        while not ready.wait(1.0):
+            if daemon.poll() is not None or time.time() - t_start > 900:
+                raise RuntimeError("goldstream run did not process the first commit:\n" + "".join(lines))
         preloaded_s = time.time() - t_start
         start = time.time() + 0.5
         for i in range(1, seconds + 1):

@@ -114,6 +114,7 @@ class Committer:
         self._table_id: str | None = None
         self._anchor: tuple[int, str] | None = None  # (version, identity) of the last commit audited
         self._fence_read_at = -1  # version whose `txn`s were last read (-1: no table then)
+        self.created = False  # the last create() made the table (False: a concurrent creator did)
 
     # -- loading --------------------------------------------------------------------------
 
@@ -141,21 +142,28 @@ class Committer:
         self._table_id = self._table_id or dt.metadata().id
         return dt
 
-    def create(self, schema: Any, name: str | None = None, description: str | None = None) -> DeltaTable:
+    def create(self, schema: Any, name: str | None = None, description: str | None = None,
+               txns: list[Transaction] | None = None, metadata: Mapping[str, str] | None = None) -> DeltaTable:
         """Create the table empty (`schema`: an Arrow schema, e.g. `sink.schema.arrow_schema`),
-        or load the one a concurrent creator made first. No table property is set: in
-        particular none that would expire the `txn` offsets."""
+        or load the one a concurrent creator made first (`created` tells which). No table
+        property is set: in particular none that would expire the `txn` offsets. `txns`
+        (with `metadata`) are written by the create itself, as this application's commit."""
+        props = CommitProperties(max_commit_retries=0)
+        if txns:
+            props = CommitProperties(custom_metadata={**(metadata or {}), APP_ID: self.app_id, TAG: uuid.uuid4().hex},
+                                     max_commit_retries=0, app_transactions=txns)
+        self.created = False
         try:
             # No commit retries: with them, delta-rs rebases a losing concurrent create into
             # version 1 (a second CREATE TABLE, possibly of another definition) instead of failing.
             created = DeltaTable.create(self.uri, schema, mode="error", name=name, description=description,
-                                        storage_options=self.options,
-                                        commit_properties=CommitProperties(max_commit_retries=0))
+                                        storage_options=self.options, commit_properties=props)
         except Exception as err:  # noqa: BLE001 - a concurrent creator won: use its table
             if classify(err) is not None:
                 raise  # a storage failure, not a lost race: retried or reported by the runner
             failure = err
         else:
+            self.created = True
             return self._loaded(created)  # the snapshot of our own create: no need to load it again
         dt = self.load()
         if dt is None:

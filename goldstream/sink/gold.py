@@ -41,6 +41,7 @@ class GoldSink:
                    "to start afresh, use a new gold_path (or query name). Appends by another writer sharing the "
                    f"table on purpose are accepted with allow_foreign_gold = true on query {query.name!r}.")
         self.committed: Offsets | None = None
+        self.started = False  # open(start=...) created the table with the start's offsets
         self._fence: dict[str, int | None] = {}  # the offset txns as last seen or written
 
     @property
@@ -59,20 +60,26 @@ class GoldSink:
         """Load the table (None: it does not exist yet); `open(loaded=True)` goes on from it."""
         return self.committer.load()
 
-    def open(self, create: bool = True, repair: bool = True, loaded: bool = False) -> Offsets | None:
+    def open(self, create: bool = True, repair: bool = True, loaded: bool = False,
+             start: tuple[Offsets, dict[str, str]] | None = None) -> Offsets | None:
         """Load (or create) the table, check it belongs to this query; return its offsets.
         `repair` (False: read-only, for status) lets a retention that could expire the
         offsets be raised. `loaded`: go on from the snapshot `load()` took (a process opens
         each table once), or, when there was no table then, create it without looking again
-        (a concurrent creator makes the create fail, and its table is loaded)."""
+        (a concurrent creator makes the create fail, and its table is loaded). `start`: the
+        offsets (and commit info) of a new query's start, written by the create itself
+        (`started` tells whether it was: then no commit of its own records the start)."""
         assert self.schema is not None, "set the schema first"
         dt = self.committer.dt if loaded else self.committer.load()
         expiring = None
         if dt is None:
             if not create:
                 return None
+            txns = None if start is None else start[0].to_txns(self.app_id, int(time.time() * 1000))
             dt = self.committer.create(arrow_schema(self.schema), name=self.query.name,
-                                       description=description(self.query))
+                                       description=description(self.query), txns=txns,
+                                       metadata=None if start is None else start[1])
+            self.started = start is not None and self.committer.created
         else:
             self._check_table(dt)
             expiring = self.committer.keep_offsets(repair)

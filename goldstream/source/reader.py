@@ -50,6 +50,7 @@ from goldstream.storage import Storage, fs_path, is_remote, join
 
 log = logging.getLogger(__name__)
 WAIT_LOG_EVERY_S = 30.0  # while `run` waits for a missing Silver table
+SCHEMA_LOOKBACK_COMMITS = 1000  # see SilverSource._schema_unchanged
 _WAYS_OUT = ("Ways out: restore it (backup, object-store versioning), or start the query afresh from a "
              "later version (starting_version) under a new query name or gold_path, accepting that the "
              "rows in between are not aggregated. goldstream never skips Silver data silently.")
@@ -563,7 +564,7 @@ class SilverSource:
             self.open()
         assert self.current_plan is not None
         dt = None
-        if at != self.opened_version:
+        if at != self.opened_version and not self._schema_unchanged(version, at):
             try:
                 dt = DeltaTable(self.uri, version=at, storage_options=self.storage.delta_options(self.uri))
             except DeltaError as err:
@@ -580,6 +581,22 @@ class SilverSource:
             check_gold_types(plan, self.queries, self._gold_types, f"{self._schema_version(at) or at} of {self.uri}")
             raise
         return plan
+
+    def _schema_unchanged(self, version: int, at: int) -> bool:
+        """Whether no commit after `at` up to the version open() loaded changes the schema,
+        so the plan as of `at` is the current one, without loading the table a second time
+        (a restart reads from its rebuild point, a few commits back). Only a short stretch
+        is looked at, and the commits read are kept for the batch that starts there."""
+        if at != version - 1 or not 0 < self.opened_version - at <= SCHEMA_LOOKBACK_COMMITS:
+            return False
+        for v in range(version, self.opened_version + 1):
+            commit = self._pending.get(v) or self.read_commit(v)
+            if commit is None:
+                return False
+            self._pending[v] = commit
+            if commit.metadata is not None:
+                return False
+        return True
 
     def _typed(self, plan: ReadPlan) -> ReadPlan:
         """Columns whose type Gold has are read at Gold's type (the stream stops where Silver
