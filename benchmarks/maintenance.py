@@ -32,7 +32,8 @@ For each table and stage it reports data files, log files and bytes on disk;
   (the middle day), collected (median of 3; skipped with --skip-read-day).
 and, for both queries together, `restart_s`: `goldstream replay` from process start to exit,
 processing one new Silver commit on top of those Gold tables (median of --repeat runs, one new
-commit each), interleaved with the floor and the 2-commit replay below (wall and CPU medians). The Silver table has one commit per Gold commit (Gold records Silver version m as
+commit each), interleaved with the floor and the 2-commit replay below (wall and CPU
+medians). The Silver table has one commit per Gold commit (Gold records Silver version m as
 processed at minute m, nothing left to rebuild), all empty but the new ones, and a checkpoint:
 a restart reads Silver from its rebuild point only, so its cost is the same at every stage.
 
