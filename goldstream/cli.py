@@ -124,7 +124,7 @@ def replay(
     def go() -> int:
         settings = _settings(config, silver, gold_root)
         setup_logging(settings.log_level, route_native_stderr=True)
-        pipeline = Pipeline(settings, from_version=from_version)
+        pipeline = Pipeline(settings, from_version=from_version, metrics=False)  # nothing serves them
         if to_version is not None:
             _check_reaches(pipeline.source, to_version)
         received = _install_stop_handlers(pipeline.stop_event.set)

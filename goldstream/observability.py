@@ -19,21 +19,11 @@ import uuid
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    PlatformCollector,
-    ProcessCollector,
-    disable_created_metrics,
-)
-
 from goldstream.secrets import redact
 
-disable_created_metrics()  # *_created series only clutter the scrape
-
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from goldstream.engine.state import StepResult
     from goldstream.runner.status import QueryStatus
     from goldstream.source.reader import Batch
@@ -153,6 +143,18 @@ class Metrics:
     (`process_resident_memory_bytes`, CPU, open fds) that size the Kubernetes limits."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # imported here: a command that serves no metrics (replay, status) does without it
+        from prometheus_client import (
+            CollectorRegistry,
+            Counter,
+            Gauge,
+            Histogram,
+            PlatformCollector,
+            ProcessCollector,
+            disable_created_metrics,
+        )
+
+        disable_created_metrics()  # *_created series only clutter the scrape
         self.registry = registry or CollectorRegistry()
         r = self.registry
         ProcessCollector(registry=r)
@@ -206,15 +208,47 @@ class Metrics:
         self.lag_seconds.labels(query=query).set_function(lag)
 
 
+class NullMetrics:
+    """Metrics nobody can scrape (`replay`, `status`: no HTTP server): every metric takes
+    its updates and drops them, and prometheus_client is not even imported."""
+
+    registry = None
+
+    def __getattr__(self, name: str) -> _NullMetric:
+        return _NULL_METRIC
+
+    def ensure(self, query: str, max_event_us: Callable[[], int | None]) -> None:
+        pass
+
+
+class _NullMetric:
+    def labels(self, *args: Any, **kwargs: Any) -> _NullMetric:
+        return self
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+    def set(self, value: float) -> None:
+        pass
+
+    def observe(self, value: float) -> None:
+        pass
+
+    def set_function(self, f: Callable[[], float]) -> None:
+        pass
+
+
+_NULL_METRIC = _NullMetric()
+
 Listener = Callable[[dict[str, Any], "StepResult"], None]
 
 
 class ProgressReporter:
     """Builds the per-batch progress record, logs it, and updates metrics."""
 
-    def __init__(self, source_uri: str, metrics: Metrics | None = None) -> None:
+    def __init__(self, source_uri: str, metrics: Metrics | NullMetrics | None = None) -> None:
         self.source_uri = source_uri
-        self.metrics = metrics or Metrics()
+        self.metrics: Any = metrics or Metrics()
         self.run_id = str(uuid.uuid4())
         self.log = logging.getLogger(PROGRESS_LOGGER)
         self.batch_ids: dict[str, int] = {}

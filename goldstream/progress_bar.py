@@ -15,10 +15,10 @@ import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+if TYPE_CHECKING:  # rich is imported only when a bar is shown (a terminal): ~50 ms of every start
+    from rich.console import Console
+    from rich.progress import Progress
 
-if TYPE_CHECKING:
     from goldstream.engine.state import StepResult
     from goldstream.observability import ProgressReporter
 
@@ -49,7 +49,11 @@ class VersionProgress:
         self.title = title
         self.target = target
         self.queries = queries
-        self.console = console or Console(stderr=True)
+        if console is None:
+            from rich.console import Console
+
+            console = Console(stderr=True)
+        self.console = console
         self.progress: Progress | None = None
         self._task: Any = None
         self._query: str | None = None  # rows are counted on one query's records: each sees the same batch
@@ -85,6 +89,8 @@ class VersionProgress:
             self.stop()
 
     def _start(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("versions"),
             TextColumn("{task.fields[rate]}"), TextColumn("event time {task.fields[event]}"), TimeRemainingColumn(),

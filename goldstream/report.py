@@ -27,7 +27,7 @@ from goldstream.tables import span
 
 def status(settings: Settings) -> list[dict[str, Any]]:
     """Per query: Silver latest version, processed version, lag, watermark, open windows."""
-    pipeline = Pipeline(settings, dry_run=True)
+    pipeline = Pipeline(settings, dry_run=True, metrics=False)
     pipeline.start()
     latest = pipeline.source.latest_version()
     target = max((q.processed for q in pipeline.status().queries), default=-1)

@@ -18,11 +18,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
-
-import fsspec
+from typing import TYPE_CHECKING, Any
 
 from goldstream.config import StorageSpec
+
+if TYPE_CHECKING:
+    import fsspec
 
 _ENV_KEYS = ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ALLOW_HTTP", "AWS_ACCESS_KEY_ID",
              "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_VIRTUAL_HOSTED_STYLE_REQUEST")
@@ -110,6 +111,8 @@ class Storage:
 
     def filesystem(self, uri: str) -> fsspec.AbstractFileSystem:
         """An fsspec filesystem for small reads/listings (the Delta log)."""
+        import fsspec  # ~10 ms: not imported by commands that read no log
+
         if not is_remote(uri):
             return fsspec.filesystem("file")
         config: dict[str, Any] = {

@@ -185,7 +185,7 @@ def test_an_instance_that_lost_the_table_does_not_maintain_it(replayed: Path, tm
     ours.open(create=False)
     committed = theirs.open(create=False)
     assert committed is not None
-    theirs.commit(pl.DataFrame(schema=dict(pl.from_arrow(schema.empty_table()).schema)),
+    theirs.commit(pl.DataFrame(schema=schema),
                   replace(committed, version=committed.version + 1), {})
     version = DeltaTable(uri).version()
 

@@ -14,7 +14,7 @@ from typing import Any, Callable
 from goldstream.config import Settings
 from goldstream.durations import to_us
 from goldstream.errors import OwnershipLost, SourceError
-from goldstream.observability import ProgressReporter
+from goldstream.observability import NullMetrics, ProgressReporter
 from goldstream.retry import RetryPolicy
 from goldstream.runner.bounds import ReplayBound
 from goldstream.runner.query_run import QueryRun
@@ -33,13 +33,14 @@ class Pipeline:
 
     def __init__(self, settings: Settings, storage: Storage | None = None,
                  from_version: int | None = None, dry_run: bool = False,
-                 retry: RetryPolicy | None = None) -> None:
+                 retry: RetryPolicy | None = None, metrics: bool = True) -> None:
         self.settings = settings
         self.storage = storage or Storage.from_env(settings.storage)
         self.source = SilverSource(settings.source, settings.queries, self.storage)
         self.from_version = from_version
         self.dry_run = dry_run  # status: rebuild state, never write
-        self.progress = ProgressReporter(self.source.uri)
+        # metrics: False for a command that serves none (replay): Prometheus is not even imported
+        self.progress = ProgressReporter(self.source.uri, None if metrics else NullMetrics())
         for q in settings.queries:  # every query's series exists from the start
             self.progress.track(q.name)
         self.stop_event = threading.Event()

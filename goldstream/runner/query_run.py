@@ -136,11 +136,19 @@ class QueryRun:
     def record_start(self) -> None:
         """Create Gold and record where this new query starts, before it reads a row: a
         start resolved again later ('latest' moves on, log cleanup changes what 'earliest'
-        finds) would skip or misread what this run goes on to process."""
+        finds) would skip or misread what this run goes on to process. The table's create
+        commit carries the start's offsets (one commit, atomic); only a table that already
+        existed without offsets (a start interrupted before) gets a commit recording it."""
         log.info("query %s starts at %s", self.query.name, self.start)
         if self.dry_run:
             return
-        if self.sink.open(create=True) is not None:  # offsets that were not there a moment ago
+        # No table when the Stream opened: create it straight away (a concurrent creator's table is loaded)
+        start = self.offsets()
+        found = self.sink.open(create=True, loaded=self.sink.dt is None, start=(start, self._info(0, start)))
+        if self.sink.started:
+            self.new = False
+            return
+        if found is not None:  # offsets not there a moment ago
             raise OwnershipLost(
                 f"another instance owns query {self.query.name!r}: it recorded its start in Gold table "
                 f"{self.sink.uri} while this one was starting. Stopping without writing (no duplicate rows). "
@@ -153,14 +161,7 @@ class QueryRun:
         if self.dry_run:
             return
         offsets = self.offsets()
-        info = {
-            "goldstream.query": self.query.name,
-            "goldstream.silverVersions": f"starts at {self.start}" if self.new else
-            f"{self.committed + 1}-{offsets.version}",
-            "goldstream.windows": str(closed.height),
-            "goldstream.fingerprint": str(offsets.fingerprint),
-        }
-        self.sink.commit(closed, offsets, info)
+        self.sink.commit(closed, offsets, self._info(closed.height, offsets))
         self.committed = offsets.version
         self.stats = replace(self.stats, windows_emitted=self.stats.windows_emitted + closed.height,
                              gold_commits=self.stats.gold_commits + 1)
@@ -168,6 +169,16 @@ class QueryRun:
         metrics = self.progress.metrics
         metrics.windows_emitted.labels(query=self.query.name).inc(closed.height)
         metrics.commits.labels(query=self.query.name).inc()
+
+    def _info(self, windows: int, offsets: Offsets) -> dict[str, str]:
+        """A Gold commit's commitInfo: context for people reading the table's history."""
+        return {
+            "goldstream.query": self.query.name,
+            "goldstream.silverVersions": f"starts at {self.start}" if self.new else
+            f"{self.committed + 1}-{offsets.version}",
+            "goldstream.windows": str(windows),
+            "goldstream.fingerprint": str(offsets.fingerprint),
+        }
 
     def finish(self, flush: bool) -> None:
         """End of a bounded replay: with `flush`, emit every open window; in any case

@@ -71,17 +71,18 @@ class Stream:
         runs = []
         recorded: dict[str, dict[str, int]] = {}
         for q in settings.queries:
-            types = source.engine_types(q, settings.gold_path(q))
-            if q.sql_query is not None and q.sql_query.tables:
-                assert dimensions is not None
-                types = {**types, **dimensions.types(q.sql_query.tables)}
-            sink = GoldSink(settings.gold_path(q), q, gold_schema(q, types), storage)
+            sink = GoldSink(settings.gold_path(q), q, None, storage)
             gold_here = f"the Gold table of query {q.name!r}"
             try:
-                offsets = sink.open(create=False, repair=not dry_run)
+                types = source.engine_types(q, sink.load())  # the one open of this Gold table
             except GoldstreamError:  # a file, or someone's folder, is named as such: not as a damaged table
                 refuse_foreign_folder(settings.gold_path(q), storage, gold_here)
                 raise
+            if q.sql_query is not None and q.sql_query.tables:
+                assert dimensions is not None
+                types = {**types, **dimensions.types(q.sql_query.tables)}
+            sink.schema = gold_schema(q, types)
+            offsets = sink.open(create=False, repair=not dry_run, loaded=True)
             if sink.dt is None:  # no table yet: goldstream will create it, only in a folder of its own
                 refuse_foreign_folder(settings.gold_path(q), storage, gold_here)
             if q.late_sink:

@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Callable
 
 
-from goldstream.columns import LATE_MISSED_WINDOW_END, LATE_VERSION, WINDOW_START
+from goldstream.columns import LATE_MISSED_WINDOW_END, LATE_VERSION
 from goldstream.config import MaintenanceSpec, QuerySpec, Settings
 from goldstream.durations import format_duration, to_us
 from goldstream.observability import Metrics

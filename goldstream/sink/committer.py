@@ -33,8 +33,8 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+import polars as pl
+from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import AddAction, RemoveAction
 
@@ -50,6 +50,11 @@ TAG = "goldstream.commitTag"  # commitInfo key naming one commit attempt
 APP_ID = "goldstream.appId"  # commitInfo key naming the application that wrote a commit
 ATTEMPTS = 10  # commits tried while the fence holds but other commits keep winning
 RELOAD_EVERY = 100  # Delta's default checkpoint interval: a fresh load starts from a checkpoint
+# After each commit delta-rs writes the checkpoint the table's interval calls for, and, by
+# default, deletes expired log files, which lists the whole _delta_log on every commit: 2 s
+# per commit after a month of one commit a minute. Log cleanup is maintenance's (fenced, once
+# per round, `TableMaintenance.clean_log`), so commits leave it out.
+HOOKS = PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
 
 Fence = Mapping[str, int | None]
 """appId -> the `txn` version the table must hold for a commit to go ahead (None: no txn yet)."""
@@ -111,6 +116,7 @@ class Committer:
         self._table_id: str | None = None
         self._anchor: tuple[int, str] | None = None  # (version, identity) of the last commit audited
         self._fence_read_at = -1  # version whose `txn`s were last read (-1: no table then)
+        self.created = False  # the last create() made the table (False: a concurrent creator did)
 
     # -- loading --------------------------------------------------------------------------
 
@@ -130,23 +136,37 @@ class Committer:
                 "error). Restore that file (from a backup or the object store's versioning) and run again; "
                 f"if the table is yours to discard, point {self.owner} at a new path. Nothing was written."
             ) from None
-        self.loaded_version = self.dt.version()
-        self._table_id = self._table_id or self.dt.metadata().id
-        return self.dt
+        return self._loaded(self.dt)
 
-    def create(self, schema: pa.Schema, name: str | None = None, description: str | None = None) -> DeltaTable:
-        """Create the table empty, or load the one a concurrent creator made first. No table
-        property is set: in particular none that would expire the `txn` offsets."""
+    def _loaded(self, dt: DeltaTable) -> DeltaTable:
+        self.dt = dt
+        self.loaded_version = dt.version()
+        self._table_id = self._table_id or dt.metadata().id
+        return dt
+
+    def create(self, schema: Any, name: str | None = None, description: str | None = None,
+               txns: list[Transaction] | None = None, metadata: Mapping[str, str] | None = None) -> DeltaTable:
+        """Create the table empty (`schema`: an Arrow schema, e.g. `sink.schema.arrow_schema`),
+        or load the one a concurrent creator made first (`created` tells which). No table
+        property is set: in particular none that would expire the `txn` offsets. `txns`
+        (with `metadata`) are written by the create itself, as this application's commit."""
+        props = CommitProperties(max_commit_retries=0)
+        if txns:
+            props = CommitProperties(custom_metadata={**(metadata or {}), APP_ID: self.app_id, TAG: uuid.uuid4().hex},
+                                     max_commit_retries=0, app_transactions=txns)
+        self.created = False
         try:
             # No commit retries: with them, delta-rs rebases a losing concurrent create into
             # version 1 (a second CREATE TABLE, possibly of another definition) instead of failing.
-            DeltaTable.create(self.uri, schema, mode="error", name=name, description=description,
-                              storage_options=self.options, commit_properties=CommitProperties(max_commit_retries=0))
-            failure: Exception | None = None
+            created = DeltaTable.create(self.uri, schema, mode="error", name=name, description=description,
+                                        storage_options=self.options, commit_properties=props)
         except Exception as err:  # noqa: BLE001 - a concurrent creator won: use its table
             if classify(err) is not None:
                 raise  # a storage failure, not a lost race: retried or reported by the runner
             failure = err
+        else:
+            self.created = True
+            return self._loaded(created)  # the snapshot of our own create: no need to load it again
         dt = self.load()
         if dt is None:
             raise SinkError(f"cannot create the {self.what} of {self.owner}: {failure}. "
@@ -358,7 +378,7 @@ class Committer:
         assert self.dt is not None
         return next((c for c in self.log.commits(since, self.dt.version()) if c.info.get(TAG) == tag), None)
 
-    def commit(self, data: pa.Table, txns: list[Transaction], metadata: Mapping[str, str],
+    def commit(self, data: pl.DataFrame, txns: list[Transaction], metadata: Mapping[str, str],
                expected_fence: Fence) -> None:
         """Append `data` with `txns` in one commit, made only on a snapshot that holds
         `expected_fence`; raise FenceMoved if another writer moved it, OwnershipLost if
@@ -385,7 +405,7 @@ class Committer:
             if not paths <= self.active_paths():
                 raise _Superseded
             self.dt.create_write_transaction([*adds, *removes], mode="append", schema=self.dt.schema(),
-                                             commit_properties=props)
+                                             commit_properties=props, post_commithook_properties=HOOKS)
 
         try:
             self._fenced(tag, expected_fence, {}, write)
@@ -407,7 +427,7 @@ class Committer:
     def active_paths(self) -> set[str]:
         """The data files of the current snapshot, as its `add` actions name them."""
         assert self.dt is not None
-        return set(pa.table(self.dt.get_add_actions()).column("path").to_pylist())
+        return set(pl.DataFrame(self.dt.get_add_actions())["path"].to_list())
 
     def _fenced(self, tag: str, expected_fence: Fence, ours: Mapping[str, int], write: Callable[[], None]) -> None:
         """Run `write` (one commit tagged `tag`, writing the `txn`s `ours`) on a fresh
@@ -463,9 +483,9 @@ class Committer:
             f"since version {base} wrote them: {why}. Restart the query: it keeps offsets from expiring and resumes "
             "from them if they are still in the log.")
 
-    def _append(self, data: pa.Table, props: CommitProperties) -> None:
+    def _append(self, data: pl.DataFrame, props: CommitProperties) -> None:
         assert self.dt is not None, "load() or create() first"
-        write_deltalake(self.dt, data, mode="append", commit_properties=props,
+        write_deltalake(self.dt, data, mode="append", commit_properties=props, post_commithook_properties=HOOKS,
                         schema_mode="merge" if self.merge_schema else None)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 
-import pyarrow as pa
+import polars as pl
 from deltalake import DeltaTable
 
 from goldstream.config import QuerySpec, Settings
@@ -22,7 +22,7 @@ from goldstream.errors import ConfigError, SinkError
 from goldstream.identity import check_apart
 from goldstream.sink.gold import GoldSink
 from goldstream.sink.location import refuse_foreign_folder
-from goldstream.sink.schema import gold_schema
+from goldstream.sink.schema import gold_schema, table_schema
 from goldstream.source.reader import SilverSource
 from goldstream.source.schema import widens
 from goldstream.storage import Storage
@@ -32,8 +32,6 @@ log = logging.getLogger(__name__)
 
 def copy_gold(settings: Settings, query_name: str, to_uri: str, storage: Storage) -> int:
     """Copy `query_name`'s Gold into `to_uri` with the types Silver has now; the rows copied."""
-    import polars as pl
-
     query = _query(settings, query_name)
     from_uri = settings.gold_path(query).rstrip("/")
     _check_target(settings, to_uri, storage)
@@ -82,21 +80,18 @@ def _query(settings: Settings, name: str) -> QuerySpec:
                       f"{', '.join(q.name for q in settings.queries)})")
 
 
-def _schema_of(uri: str, storage: Storage) -> pa.Schema:
+def _schema_of(uri: str, storage: Storage) -> pl.Schema:
     from deltalake.exceptions import TableNotFoundError
 
     try:
-        return pa.schema(DeltaTable(uri, storage_options=storage.delta_options(uri)).schema().to_arrow())
+        return table_schema(DeltaTable(uri, storage_options=storage.delta_options(uri)).schema())
     except TableNotFoundError:
         raise SinkError(f"there is no Gold table at {uri} to copy") from None
 
 
-def _check_only_widens(have: pa.Schema, want: pa.Schema, uri: str) -> None:
+def _check_only_widens(have: pl.Schema, want: pl.Schema, uri: str) -> None:
     """The copy may only widen columns: any other difference is another problem."""
-    import polars as pl
-
-    old = dict(pl.from_arrow(have.empty_table()).schema)  # type: ignore[union-attr]
-    new = dict(pl.from_arrow(want.empty_table()).schema)  # type: ignore[union-attr]
+    old, new = dict(have), dict(want)
     if list(old) != list(new):
         raise SinkError(f"Gold table {uri} has other columns than the query produces: copy-gold only widens types")
     narrower = [n for n in old if old[n] != new[n] and not widens(old[n], new[n])]

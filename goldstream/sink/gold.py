@@ -14,7 +14,6 @@ import time
 from typing import Any
 
 import polars as pl
-import pyarrow as pa
 from deltalake import DeltaTable
 
 from goldstream.config import QuerySpec
@@ -22,17 +21,18 @@ from goldstream.errors import OwnershipLost, SinkError
 from goldstream.sink.committer import APP_ID, Committer, FenceMoved
 from goldstream.sink.definition import changes, definition, description, fingerprint, recorded_definition
 from goldstream.sink.offsets import Offsets
+from goldstream.sink.schema import arrow_schema, delta_columns
 from goldstream.storage import Storage
 
 
 class GoldSink:
     """The Gold table of one query."""
 
-    def __init__(self, uri: str, query: QuerySpec, schema: pa.Schema, storage: Storage) -> None:
+    def __init__(self, uri: str, query: QuerySpec, schema: pl.Schema | None, storage: Storage) -> None:
         self.uri = uri.rstrip("/")
         self.query = query
         self.app_id = query.resolved_app_id
-        self.schema = schema
+        self.schema = schema  # the Polars types of the rows committed (None: set before open())
         self.dimensions = tuple(query.sql_query.tables) if query.sql_query is not None else ()
         self.committer = Committer(
             self.uri, storage, f"Gold table {self.uri}", f"query {query.name!r}", self.app_id,
@@ -42,6 +42,7 @@ class GoldSink:
                    "to start afresh, use a new gold_path (or query name). Appends by another writer sharing the "
                    f"table on purpose are accepted with allow_foreign_gold = true on query {query.name!r}.")
         self.committed: Offsets | None = None
+        self.started = False  # open(start=...) created the table with the start's offsets
         self._fence: dict[str, int | None] = {}  # the offset txns as last seen or written
 
     @property
@@ -56,16 +57,30 @@ class GoldSink:
 
     # -- start ----------------------------------------------------------------------------
 
-    def open(self, create: bool = True, repair: bool = True) -> Offsets | None:
+    def load(self) -> DeltaTable | None:
+        """Load the table (None: it does not exist yet); `open(loaded=True)` goes on from it."""
+        return self.committer.load()
+
+    def open(self, create: bool = True, repair: bool = True, loaded: bool = False,
+             start: tuple[Offsets, dict[str, str]] | None = None) -> Offsets | None:
         """Load (or create) the table, check it belongs to this query; return its offsets.
         `repair` (False: read-only, for status) lets a retention that could expire the
-        offsets be raised."""
-        dt = self.committer.load()
+        offsets be raised. `loaded`: go on from the snapshot `load()` took (a process opens
+        each table once), or, when there was no table then, create it without looking again
+        (a concurrent creator makes the create fail, and its table is loaded). `start`: the
+        offsets (and commit info) of a new query's start, written by the create itself
+        (`started` tells whether it was: then no commit of its own records the start)."""
+        assert self.schema is not None, "set the schema first"
+        dt = self.committer.dt if loaded else self.committer.load()
         expiring = None
         if dt is None:
             if not create:
                 return None
-            dt = self.committer.create(self.schema, name=self.query.name, description=description(self.query))
+            txns = None if start is None else start[0].to_txns(self.app_id, int(time.time() * 1000))
+            dt = self.committer.create(arrow_schema(self.schema), name=self.query.name,
+                                       description=description(self.query), txns=txns,
+                                       metadata=None if start is None else start[1])
+            self.started = start is not None and self.committer.created
         else:
             self._check_table(dt)
             expiring = self.committer.keep_offsets(repair)
@@ -132,26 +147,21 @@ class GoldSink:
                 + "\nMixing both definitions in one table would be wrong. To start fresh, give the query "
                 "a new name or gold_path (or delete the old Gold table); to resume, restore the old definition."
             )
-        actual = pa.schema(dt.schema().to_arrow()) if hasattr(dt.schema(), "to_arrow") else None
-        if actual is not None:
-            want = [(f.name, _norm(f.type)) for f in self.schema]
-            have = [(f.name, _norm(f.type)) for f in actual]
-            if want != have:
-                raise SinkError(
-                    f"Gold table {self.uri} does not have the columns query {self.query.name!r} produces: "
-                    f"{_schema_diff(have, want)}. (Gold has {_fmt(have)}; the query produces {_fmt(want)}, "
-                    "types following Silver's.) Use a new gold_path, or restore the matching definition / "
-                    "Silver types."
-                )
+        want, have = delta_columns(self.schema), delta_columns(dt.schema())
+        if want != have:
+            raise SinkError(
+                f"Gold table {self.uri} does not have the columns query {self.query.name!r} produces: "
+                f"{_schema_diff(have, want)}. (Gold has {_fmt(have)}; the query produces {_fmt(want)}, "
+                "types following Silver's.) Use a new gold_path, or restore the matching definition / "
+                "Silver types."
+            )
 
     # -- commit ---------------------------------------------------------------------------
 
     def commit(self, rows: pl.DataFrame, offsets: Offsets, info: dict[str, str]) -> None:
         """Append `rows` with `offsets` in one commit, or raise OwnershipLost."""
         assert self.dt is not None, "open() first"
-        data = rows.to_arrow(compat_level=pl.CompatLevel.oldest())
-        if data.schema != self.schema:  # the engine emits the Gold types; casting would import pyarrow.compute (~0.2 s)
-            data = data.cast(self.schema)
+        data = rows if rows.schema == self.schema else rows.cast(dict(self.schema))  # type: ignore[arg-type]
         txns = offsets.to_txns(self.app_id, int(time.time() * 1000))
         try:
             self.committer.commit(data, txns, info, self._fence)
@@ -178,11 +188,6 @@ def _writer(commit_info: dict[str, Any]) -> str | None:
 
 def _position(version: int | None) -> str:
     return "no offsets yet" if version is None else f"Silver processed through version {version}"
-
-
-def _norm(t: Any) -> str:
-    s = str(t)
-    return {"large_string": "string", "string_view": "string"}.get(s, s)
 
 
 def _schema_diff(have: list[tuple[str, str]], want: list[tuple[str, str]]) -> str:

@@ -21,6 +21,7 @@ from goldstream.columns import LATE_MISSED_WINDOW_END, LATE_VERSION, MISSED_WIND
 from goldstream.errors import OwnershipLost, SinkError
 from goldstream.sink.committer import Committer, FenceMoved
 from goldstream.sink.definition import recorded_definition
+from goldstream.sink.schema import arrow_schema
 from goldstream.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class LateSink:
                    "{}. goldstream refuses to write late rows into it; point late_sink at a new path.")
         if recorded_definition(dt) is not None:
             raise SinkError(refusal.format("is the Gold table of a goldstream query"))
-        columns = set(dt.schema().to_arrow().names)
+        columns = {f.name for f in dt.schema().fields}
         if not {LATE_VERSION, LATE_MISSED_WINDOW_END} <= columns:
             raise SinkError(refusal.format(f"has no {LATE_VERSION}/{LATE_MISSED_WINDOW_END} columns (is it Silver, "
                                            "or another tool's table?)"))
@@ -100,12 +101,12 @@ class LateSink:
         out = out.rename({VERSION: LATE_VERSION, MISSED_WINDOW_END: LATE_MISSED_WINDOW_END}).with_columns(
             pl.col(LATE_MISSED_WINDOW_END).cast(pl.Datetime("us", "UTC"))
         )
-        data = out.to_arrow(compat_level=pl.CompatLevel.oldest())
+        data = out
         if self.committer.dt is None and self.committer.load() is None:
             # Created empty, then appended to against a loaded snapshot like any other time:
             # a write to a path would load its own snapshot, after the fence was checked, and
             # could append on top of a concurrent creator's rows.
-            self.committer.create(data.schema, description=self._description())
+            self.committer.create(arrow_schema(data.schema), description=self._description())
             self.committer.start_audit(resume=False)
         txn = Transaction(self.app_id, through_version, int(time.time() * 1000))
         try:

@@ -39,8 +39,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+import polars as pl
 from deltalake import DeltaTable, write_deltalake
 from deltalake.transaction import AddAction, RemoveAction
 
@@ -116,10 +115,9 @@ class TableMaintenance:
 
     def files(self) -> list[DataFile]:
         """The table's data files, with the smallest value of the time column from their stats."""
-        adds = pa.table(self._table().get_add_actions())
+        adds = pl.DataFrame(self._table().get_add_actions())
         firsts = _stat_column(adds, "min", self.layout.time_column)
-        return [DataFile(p, s, f) for p, s, f in zip(adds.column("path").to_pylist(),
-                                                     adds.column("size_bytes").to_pylist(), firsts)]
+        return [DataFile(p, s, f) for p, s, f in zip(adds["path"].to_list(), adds["size_bytes"].to_list(), firsts)]
 
     @staticmethod
     def plan(files: list[DataFile], target_file_size: int) -> list[Bin]:
@@ -146,6 +144,9 @@ class TableMaintenance:
         sorted; commit the swap (see module doc)."""
         if dry_run:
             return Compaction(len(work.files), 1, work.size, committed=False)
+        import pyarrow as pa  # compaction only: not on the path of a batch
+        import pyarrow.parquet as pq
+
         dt = self._table()
         schema = pa.schema(dt.schema().to_arrow())
         fs = self.storage.filesystem(self.committer.uri)
@@ -158,7 +159,7 @@ class TableMaintenance:
         committed = self.committer.rewrite(adds, removes, {MAINTENANCE: "compact"}, self.fence())
         return Compaction(len(work.files), len(adds), work.size, committed)
 
-    def _upload(self, rows: pa.Table, target_file_size: int) -> list[AddAction]:
+    def _upload(self, rows: Any, target_file_size: int) -> list[AddAction]:
         """Write `rows` into the table's directory as Parquet files of about
         `target_file_size`, with the statistics delta-rs writes for every other file:
         delta-rs writes them into a local scratch table, and they are copied over."""
@@ -260,19 +261,21 @@ def in_data_layout(path: str, partition_columns: list[str]) -> bool:
                for folder, column in zip(folders, partition_columns))
 
 
-def _stat_column(adds: pa.Table, kind: str, column: str) -> list[Any]:
+def _stat_column(adds: pl.DataFrame, kind: str, column: str) -> list[Any]:
     """The `kind` ("min"/"max") statistic of `column` per file, None where there is none."""
-    if kind not in adds.column_names:
-        return [None] * adds.num_rows
-    stats = adds.column(kind).combine_chunks()
-    if stats.type.get_field_index(column) < 0:
-        return [None] * adds.num_rows
-    return stats.field(column).to_pylist()
+    if kind not in adds.columns:
+        return [None] * adds.height
+    stats = adds[kind]
+    if not isinstance(stats.dtype, pl.Struct) or column not in stats.struct.fields:
+        return [None] * adds.height
+    return stats.struct.field(column).to_list()
 
 
-def _conform(rows: pa.Table, schema: pa.Schema) -> pa.Table:
+def _conform(rows: Any, schema: Any) -> Any:
     """`rows` of one file with the table's columns, in its order and types (writers differ:
     string or large_string); a column the file lacks (added to the table later) is null."""
+    import pyarrow as pa
+
     columns = [rows.column(f.name).cast(f.type) if f.name in rows.column_names
                else pa.nulls(rows.num_rows, f.type) for f in schema]
     return pa.Table.from_arrays(columns, schema=schema)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from goldstream.durations import format_duration, to_us
 from goldstream.errors import SourceError
 from goldstream.retry import classify
 from goldstream.source.delta_log import AddedFile, Commit, parse_commit
+from goldstream.source.log_files import LogFiles
 from goldstream.source.schema import (
     ReadPlan,
     check_change,
@@ -50,12 +50,10 @@ from goldstream.storage import Storage, fs_path, is_remote, join
 
 log = logging.getLogger(__name__)
 WAIT_LOG_EVERY_S = 30.0  # while `run` waits for a missing Silver table
+SCHEMA_LOOKBACK_COMMITS = 1000  # see SilverSource._schema_unchanged
 _WAYS_OUT = ("Ways out: restore it (backup, object-store versioning), or start the query afresh from a "
              "later version (starting_version) under a new query name or gold_path, accepting that the "
              "rows in between are not aggregated. goldstream never skips Silver data silently.")
-_COMMIT_FILE = re.compile(r"(\d{20})\.json$")
-# a checkpoint: classic, multi-part (part i of n) or v2 (uuid-named, parquet or json)
-_CHECKPOINT_FILE = re.compile(r"(\d{20})\.checkpoint(?:\.(\d{10})\.(\d{10}))?(?:\.[0-9a-fA-F-]{36})?\.(?:parquet|json)$")
 _FILE = "__file"  # source file path of a row, while a batch is read
 _T = TypeVar("_T")
 _Entry = tuple[AddedFile, int, int | None]  # a data file, its commit's version and timestamp (ms)
@@ -150,6 +148,8 @@ class SilverSource:
         self.storage = storage
         self.fs = storage.filesystem(self.uri)
         self.log_dir = join(fs_path(self.uri), "_delta_log")
+        self.files = LogFiles(self.fs, self.log_dir)
+        self._latest_seen: int | None = None  # the newest version known committed (see latest_version)
         self.plan: ReadPlan | None = None  # as of the commit being read
         self.current_plan: ReadPlan | None = None  # as of the table's version at open()
         self.opened_version = -1
@@ -166,8 +166,11 @@ class SilverSource:
     # -- table level -------------------------------------------------------------------
 
     def exists(self) -> bool:
+        """Whether the log holds a commit: the first one, the one `_last_checkpoint` names,
+        or (a log cleaned up without a hint) any, by listing it."""
         try:
-            return bool(self.fs.exists(self.log_dir)) and bool(self._list_versions())
+            return bool(self.fs.exists(self.log_dir)) and (
+                self.files.exists(0) or self._hinted_commit() is not None or bool(self._list_versions()))
         except FileNotFoundError:
             return False
 
@@ -272,19 +275,9 @@ class SilverSource:
         return self._list_log()[0]
 
     def _list_log(self) -> tuple[list[int], list[int]]:
-        """The versions of the commit files and of the complete checkpoints in the log (a
-        multi-part checkpoint with a part missing, e.g. still being written, is not one)."""
-        self.fs.invalidate_cache(self.log_dir)  # s3fs caches listings; the log keeps growing
-        commits: list[int] = []
-        parts: dict[tuple[int, int], set[int]] = {}
-        for p in self.fs.ls(self.log_dir, detail=False):
-            if m := _COMMIT_FILE.search(p):
-                commits.append(int(m.group(1)))
-            elif m := _CHECKPOINT_FILE.search(p):
-                part, of = (int(m.group(2)), int(m.group(3))) if m.group(2) else (1, 1)
-                parts.setdefault((int(m.group(1)), of), set()).add(part)
-        checkpoints = {v for (v, of), got in parts.items() if len(got) == of}
-        return sorted(commits), sorted(checkpoints)
+        """The versions of the commit files and of the complete checkpoints in the whole
+        log: for questions about the whole log only (its first version, a hole)."""
+        return self.files.all()
 
     def _last_checkpoint(self) -> int | None:
         """The version `_last_checkpoint` names: a hint, which a writer updates while it
@@ -294,13 +287,31 @@ class SilverSource:
         except (FileNotFoundError, ValueError, KeyError, TypeError):
             return None
 
+    def _hinted_commit(self) -> int | None:
+        """The version `_last_checkpoint` names, if its commit file is there."""
+        hint = self._last_checkpoint()
+        return hint if hint is not None and self.files.exists(hint) else None
+
     def latest_version(self) -> int | None:
-        """Newest committed version, by listing the log (for lag and starting positions)."""
+        """Newest committed version, for lag, replay's end and starting positions. Found
+        from a version known to be committed (read or opened by this process, else the one
+        `_last_checkpoint` names) by looking only after it (`LogFiles`): its cost does not
+        grow with the log's age. Only a log with neither lists the whole log."""
+        known = max((v for v in (self._latest_seen, self.opened_version if self.opened_version >= 0 else None,
+                                 None if self._next_version is None else self._next_version - 1)
+                     if v is not None and v >= 0), default=None)
         try:
-            commits, checkpoints = self._list_log()
+            if known is None:
+                known = self._hinted_commit()
+            if known is None:
+                commits, checkpoints = self._list_log()
+                latest = max(commits[-1:] + checkpoints[-1:], default=None)
+            else:
+                latest = self.files.newest_commit(known)
         except FileNotFoundError:
             return None
-        return max(commits[-1:] + checkpoints[-1:], default=None)
+        self._latest_seen = latest
+        return latest
 
     def resolve_start(self, starting: Any) -> Start:
         """Where a query that has never committed starts (Spark's startingVersion /
@@ -445,17 +456,23 @@ class SilverSource:
 
     def _check_gap(self, version: int) -> None:
         """A commit that is missing while later ones exist was removed (log retention, or by
-        hand): never skip it. Listing the log costs one LIST per awaited version, not per poll,
-        unless the `_last_checkpoint` hint claims a checkpoint at or after it: the hint alone
-        proves nothing (a writer updates it while it checkpoints), so it is checked against
-        the files the listing shows."""
+        hand): never skip it. Once per awaited version (not per poll, unless the
+        `_last_checkpoint` hint claims a checkpoint at or after it), whatever follows it is
+        looked for by name or from a start key (`LogFiles.any_after`): nothing when caught up,
+        the normal case. Only when something follows is the whole log listed, to say what:
+        the hint alone proves nothing (a writer updates it while it checkpoints), so it is
+        checked against the files the listing shows."""
         hint = self._last_checkpoint()
         if (hint is None or hint < version) and self._gap_checked == version:
             return
         self._gap_checked = version
-        listed, checkpoints = self._list_log()
+        if (hint is None or hint < version) and not self.files.any_after(version):
+            return  # not committed yet: the normal case when caught up (nothing listed)
+        if self.files.exists(version):
+            return  # committed between our read and now: read it next poll
+        listed, checkpoints = self._list_log()  # something is after it: say exactly what
         if version in listed:
-            return  # committed between our read and the listing: read it next poll
+            return
         later = [v for v in listed if v > version]
         covering = [c for c in checkpoints if c >= version]
         if not later and not covering:
@@ -547,7 +564,7 @@ class SilverSource:
             self.open()
         assert self.current_plan is not None
         dt = None
-        if at != self.opened_version:
+        if at != self.opened_version and not self._schema_unchanged(version, at):
             try:
                 dt = DeltaTable(self.uri, version=at, storage_options=self.storage.delta_options(self.uri))
             except DeltaError as err:
@@ -565,12 +582,28 @@ class SilverSource:
             raise
         return plan
 
+    def _schema_unchanged(self, version: int, at: int) -> bool:
+        """Whether no commit after `at` up to the version open() loaded changes the schema,
+        so the plan as of `at` is the current one, without loading the table a second time
+        (a restart reads from its rebuild point, a few commits back). Only a short stretch
+        is looked at, and the commits read are kept for the batch that starts there."""
+        if at != version - 1 or not 0 < self.opened_version - at <= SCHEMA_LOOKBACK_COMMITS:
+            return False
+        for v in range(version, self.opened_version + 1):
+            commit = self._pending.get(v) or self.read_commit(v)
+            if commit is None:
+                return False
+            self._pending[v] = commit
+            if commit.metadata is not None:
+                return False
+        return True
+
     def _typed(self, plan: ReadPlan) -> ReadPlan:
         """Columns whose type Gold has are read at Gold's type (the stream stops where Silver
         widens them beyond it, so every value read fits); the rest at the table's current type."""
         return plan.retyped(self._gold_types)
 
-    def engine_types(self, query: QuerySpec, gold_uri: str) -> dict[str, pl.DataType]:
+    def engine_types(self, query: QuerySpec, gold: Any) -> dict[str, pl.DataType]:
         """The Silver column types `query`'s engine computes with and its Gold table is made
         of: the table's current types, except that a column whose type reaches an existing
         Gold table (a key, a min/max input) keeps Gold's type when Silver widened it since.
@@ -580,7 +613,7 @@ class SilverSource:
             self.open()
         assert self.current_plan is not None
         types = self.current_plan.polars_schema()
-        gold = self._gold_column_types(gold_uri)
+        gold = self._gold_column_types(gold)
         for col, outputs in typed_by_silver([query], types).items():
             had = {gold[name] for name, _ in outputs if name in gold}
             column = self.current_plan.column(col)
@@ -592,18 +625,22 @@ class SilverSource:
                 self._gold_types[col] = types[col]
         return types
 
-    def _gold_column_types(self, uri: str) -> dict[str, pl.DataType]:
+    def _gold_column_types(self, gold: Any) -> dict[str, pl.DataType]:
         """An existing Gold table's column types ({} if there is none yet or it cannot be
-        loaded: opening it as the sink then says why)."""
-        import pyarrow as pa
-        from deltalake import DeltaTable
+        loaded: opening it as the sink then says why). `gold`: the table already loaded
+        (a DeltaTable, or None when there is none: a process opens each table once), or its URI."""
         from deltalake.exceptions import DeltaError, TableNotFoundError
 
-        try:
-            dt = DeltaTable(uri, storage_options=self.storage.delta_options(uri))
-        except (TableNotFoundError, DeltaError, OSError):
-            return {}
-        return dict(pl.from_arrow(pa.schema(dt.schema().to_arrow()).empty_table()).schema)  # type: ignore[union-attr]
+        from goldstream.sink.schema import table_schema
+
+        if isinstance(gold, str):
+            from deltalake import DeltaTable
+
+            try:
+                gold = DeltaTable(gold, storage_options=self.storage.delta_options(gold))
+            except (TableNotFoundError, DeltaError, OSError):
+                return {}
+        return {} if gold is None else dict(table_schema(gold.schema()))
 
     # -- data ------------------------------------------------------------------------------
 
