@@ -26,7 +26,6 @@ from goldstream.functions.base import (
     sql_double,
     sql_literal,
 )
-from goldstream.sql.condition import Condition
 
 
 def where_column(aggregate: str) -> str:
@@ -78,7 +77,10 @@ class AggregateFunction(Function):
 
     def where_columns(self) -> tuple[str, ...]:
         """Silver columns its `where` reads (their types are checked against the condition)."""
-        return () if self.where is None else Condition.parse(self.where).columns
+        if self.where is None:
+            return ()
+        from goldstream.sql.condition import Condition
+        return Condition.parse(self.where).columns
 
     def spark_sql(self) -> str:
         call = self.spark_call()
