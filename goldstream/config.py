@@ -38,7 +38,6 @@ from pydantic_settings import (
 
 from goldstream.durations import format_duration, parse_duration, to_us
 from goldstream.errors import ConfigError
-from goldstream.sql.condition import Condition, ConditionError
 from goldstream.functions.registry import FUNCTION_NAMES, build, check_arguments
 from goldstream.identifiers import Identifier, collision_message, first_collision
 from goldstream.identity import check_apart
@@ -328,10 +327,13 @@ class QuerySpec(_Strict):
                         "which is not an aggregate declared before it"
                     )
             declared.add(agg.name)
+        if self.conditions():  # sqlglot is imported only when a query has SQL in it
+            from goldstream.sql.condition import Condition
+            from goldstream.sql.errors import SqlError
         for where, text in self.conditions():
             try:
                 Condition.parse(text)
-            except ConditionError as err:
+            except SqlError as err:
                 raise ValueError(f"query {self.name!r}: {where}: {err}") from None
         return self
 

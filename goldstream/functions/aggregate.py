@@ -27,7 +27,6 @@ from goldstream.functions.base import (
     sql_literal,
 )
 from goldstream.functions.decimals import average, avg_type, checked_sum, is_decimal, precision_scale, sum_type
-from goldstream.sql.condition import Condition, spark_condition
 
 
 def where_column(aggregate: str) -> str:
@@ -79,13 +78,17 @@ class AggregateFunction(Function):
 
     def where_columns(self) -> tuple[str, ...]:
         """Silver columns its `where` reads (their types are checked against the condition)."""
-        return () if self.where is None else Condition.parse(self.where).columns
+        if self.where is None:
+            return ()
+        from goldstream.sql.condition import Condition
+        return Condition.parse(self.where).columns
 
     def spark_sql(self) -> str:
         return self.spark_filtered(self.spark_call())
 
     def spark_filtered(self, call: str) -> str:
         """`call` restricted to the rows passing `where`, in the condition's canonical form."""
+        from goldstream.sql.condition import spark_condition  # sqlglot: only when exporting
         return call if self.where is None else f"{call} FILTER (WHERE {spark_condition(self.where)})"
 
     @abstractmethod

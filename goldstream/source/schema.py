@@ -25,9 +25,6 @@ import polars as pl
 
 from goldstream.config import QuerySpec
 from goldstream.errors import SourceError
-from goldstream.sql.compile import compile_sql
-from goldstream.sql.condition import Condition
-from goldstream.sql.errors import SqlError
 from goldstream.functions.registry import build
 
 _PRIMITIVE_TO_POLARS: dict[str, pl.DataType] = {
@@ -189,6 +186,7 @@ def _requirements(queries: list[QuerySpec]) -> dict[str, tuple[str, set[str] | N
             for col, accepted in build(a).silver_inputs().items():
                 need(col, f"aggregate {a.name!r} of query {q.name!r}", set(accepted))
         for where, text in q.conditions():
+            from goldstream.sql.condition import Condition
             for col in Condition.parse(text).columns:
                 need(col, f"{where} of query {q.name!r}", None)
     return req
@@ -197,6 +195,11 @@ def _requirements(queries: list[QuerySpec]) -> dict[str, tuple[str, set[str] | N
 def _condition_problems(queries: list[QuerySpec], schema: dict[str, pl.DataType]) -> list[str]:
     """Conditions Spark would refuse over Silver's columns (a boolean compared with a number,
     a condition that is a number) and SQL queries that do not fit them."""
+    if not any(q.sql_query is not None or q.conditions() for q in queries):
+        return []
+    from goldstream.sql.compile import compile_sql
+    from goldstream.sql.condition import Condition
+    from goldstream.sql.errors import SqlError
     problems = []
     for q in queries:
         if q.sql_query is not None:

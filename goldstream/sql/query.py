@@ -426,7 +426,6 @@ class _Translator:
             return c if condition is None else E.and_(E.paren(condition.copy()), E.paren(c))
 
         fn_name = type(node).__name__
-        args = [a for a in node.iter_expressions()]
         if isinstance(node, E.Count):
             target = node.this
             if isinstance(target, E.Distinct):
@@ -472,7 +471,6 @@ class _Translator:
             raise SqlError(f"the aggregate {spark} is not supported; goldstream computes count, count_if, "
                            "count(DISTINCT), sum, avg, min, max, stddev, percentile, median, max_by and min_by",
                            node)
-        del args
         self.aggs.append(call)
         return name
 

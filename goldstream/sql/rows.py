@@ -14,8 +14,10 @@ from typing import Any
 import polars as pl
 
 from goldstream.errors import SourceError
-from goldstream.sql.compile import MATCHED, CompiledSql, compile_sql, dim_column
 from goldstream.sql.errors import SqlError
+
+# sqlglot (behind sql.compile) is imported only by queries that hold SQL: a TOML query
+# without conditions starts without it.
 
 DIM_PREFIX = "__dim."
 GUARD = "__guard"
@@ -39,7 +41,7 @@ def split_schema(schema: dict[str, pl.DataType]) -> tuple[dict[str, pl.DataType]
 class SqlRows:
     """A SQL query's row-level work, typed against the engine's input schema."""
 
-    compiled: CompiledSql
+    compiled: Any  # sql.compile.CompiledSql
     dimensions: Any = None  # sql.dimensions.Dimensions: the frames joined per batch
     # SQL: the watermark sees every row, before WHERE and joins (withWatermark comes first);
     # a TOML `filter` removes rows before the watermark (they are no input at all).
@@ -47,6 +49,7 @@ class SqlRows:
 
     @classmethod
     def build(cls, query: Any, input_schema: dict[str, pl.DataType], dimensions: Any = None) -> SqlRows:
+        from goldstream.sql.compile import compile_sql
         silver, dims = split_schema(input_schema)
         try:
             compiled = compile_sql(query.sql_query, silver, dims, ansi=query.ansi)
@@ -59,7 +62,10 @@ class SqlRows:
     def for_conditions(cls, query: Any, input_schema: dict[str, pl.DataType]) -> SqlRows | None:
         """A TOML query's `filter` and aggregates' `where`, compiled by the SQL path (None:
         it has none). Each `where` becomes a boolean column the aggregate reads."""
+        if query.filter is None and not any(a.where is not None for a in query.aggregates):
+            return None
         from goldstream.functions.aggregate import where_column
+        from goldstream.sql.compile import CompiledSql
         from goldstream.sql.condition import Condition
         silver, _ = split_schema(input_schema)
         guards: list[Any] = []
@@ -85,6 +91,7 @@ class SqlRows:
 
     def prepare(self, rows: pl.LazyFrame) -> pl.LazyFrame:
         """Rows joined with the dimensions' current versions, plus the derived columns."""
+        from goldstream.sql.compile import MATCHED, dim_column
         for j in self.compiled.joins:
             if self.dimensions is None:
                 raise RuntimeError(f"table {j.table!r} is joined but no dimension tables are open")
