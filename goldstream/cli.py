@@ -184,7 +184,7 @@ def run(
     from goldstream.runner import Pipeline
 
     def go() -> None:
-        from goldstream.web.app import bearer_token
+        from goldstream.secrets import bearer_token
 
         settings = _settings(config, silver, gold_root)
         token = bearer_token()  # a blank token is refused at start, whether or not the page is served
@@ -353,7 +353,7 @@ def validate_config(
     assert config is not None
 
     def go() -> None:
-        from goldstream.web.app import bearer_token
+        from goldstream.secrets import bearer_token
 
         settings = _load_settings(config)  # pydantic only: no storage client is created
         bearer_token()  # set but blank: refused here as at the start of `run`

@@ -38,3 +38,23 @@ def redact(text: str) -> str:
         if value in text:
             text = text.replace(value, MASK)
     return text
+
+
+TOKEN_ENV = "GOLDSTREAM_HTTP_TOKEN"
+
+
+def bearer_token() -> str | None:
+    """The token that closes `/api/*`: from the environment only, like every secret (a
+    config file is read by more people than the pod's secrets), and never logged. Set but
+    blank (an empty Kubernetes secret, a stray space) is a ConfigError: taking it as "no
+    token" would leave `/api/*` open while the operator believes it closed."""
+    from goldstream.errors import ConfigError
+
+    value = os.environ.get(TOKEN_ENV)
+    if value is None:
+        return None
+    if not value.strip():
+        raise ConfigError(f"{TOKEN_ENV} is set but blank (empty or only whitespace), which would leave the "
+                          "status page's /api/* open: set it to the bearer token, or unset it to serve "
+                          "/api/* without one")
+    return value.strip()

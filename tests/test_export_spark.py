@@ -314,7 +314,7 @@ def test_filters_run_before_the_watermark(tmp_path: Path) -> None:
         "filter": "on_ground = false AND callsign IS NOT NULL",
         "aggregates": [{"name": "n", "fn": "count", "where": "velocity_kmh > 100"}]}))
     job = export_spark(load_settings(config), "c.toml")[0]
-    assert 'silver.where("(on_ground = FALSE) AND (callsign IS NOT NULL)").withWatermark("event_timestamp"' in job
+    assert 'silver.where("on_ground = FALSE AND NOT callsign IS NULL").withWatermark("event_timestamp"' in job
     assert 'F.expr("count(*) FILTER (WHERE velocity_kmh > 100)").alias("n")' in job
     assert '"callsign"' in job.split("SILVER_COLUMNS = ")[1].splitlines()[0]
 

@@ -150,7 +150,7 @@ class Reference:
                 if isinstance(n, E.Div):
                     return a / b
                 if isinstance(n, E.Mod):
-                    return math.fmod(a, b) if not (math.isinf(b) and math.isfinite(a)) else a
+                    return _java_double_remainder(a, b)
                 with_inf = {E.Add: lambda: a + b, E.Sub: lambda: a - b, E.Mul: lambda: a * b}[type(n)]
                 return with_inf()
             if isinstance(n, E.Mod):
@@ -302,3 +302,12 @@ def test_round_is_half_up_on_the_decimal_form() -> None:
     zero, _ = _compile("round(d1)", True)
     assert frame.select(two.expr).to_series().to_list()[:4] == [2.68, -2.5, 0.13, None]
     assert frame.select(zero.expr).to_series().to_list()[:2] == [3.0, -3.0]
+
+
+def _java_double_remainder(a: float, b: float) -> float:
+    """Java's double %: C's fmod (x % inf is x); an infinite dividend, a zero divisor or a
+    NaN gives NaN."""
+    try:
+        return math.fmod(a, b)
+    except ValueError:
+        return math.nan

@@ -672,12 +672,26 @@ def _exact(t: Typed) -> pl.Expr:
 
 
 def _remainder(x: pl.Expr, y: pl.Expr, integral: bool) -> pl.Expr:
-    """Java's %: the remainder has the dividend's sign (Polars' % follows the divisor's)."""
-    r = x % y
-    fixed = pl.when((r != 0) & ((r < 0) != (x < 0))).then(r - y).otherwise(r)
+    """Java's %: the remainder has the dividend's sign (Polars' % follows the divisor's). For
+    doubles it is IEEE fmod, exact: Polars' floor modulo computes x - y * floor(x / y) in
+    floating point, which loses a tiny dividend (1e-20 % -1.0 would be 0, not 1e-20)."""
     if integral:
-        return fixed
-    return pl.when(y.is_infinite() & x.is_finite()).then(x).otherwise(fixed)
+        r = x % y
+        return pl.when((r != 0) & ((r < 0) != (x < 0))).then(r - y).otherwise(r)
+    return pl.struct(x.alias("x"), y.alias("y")).map_batches(_fmod, return_dtype=pl.Float64)
+
+
+def _fmod(pairs: pl.Series) -> pl.Series:
+    """Java's double % per row (math.fmod is C's fmod): x % 0, inf % y and NaN give NaN."""
+    def one(a: float | None, b: float | None) -> float | None:
+        if a is None or b is None:
+            return None
+        try:
+            return math.fmod(a, b)
+        except ValueError:  # a zero divisor or an infinite dividend
+            return math.nan
+    return pl.Series(pairs.name, [one(a, b) for a, b in zip(pairs.struct.field("x").to_list(),
+                                                          pairs.struct.field("y").to_list())], dtype=pl.Float64)
 
 
 def _round_half_up(value: float | None, places: int) -> float | None:

@@ -10,14 +10,12 @@ only, so the page never touches storage.
 from __future__ import annotations
 
 import json
-import os
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qs
 
 from goldstream.config import AggregateSpec, QuerySpec, Settings
 from goldstream.durations import format_duration
-from goldstream.errors import ConfigError
 from goldstream.runner.status import PipelineStatus, fmt_us
 from goldstream.web.history import ProgressHistory
 
@@ -26,7 +24,6 @@ if TYPE_CHECKING:
 
 JSON = "application/json"
 HTML = "text/html; charset=utf-8"
-TOKEN_ENV = "GOLDSTREAM_HTTP_TOKEN"
 PAGE = resources.files("goldstream.web").joinpath("status.html").read_bytes()
 
 Answer = tuple[int, bytes, str]  # status code, body, content type
@@ -97,21 +94,6 @@ def aggregate_text(a: AggregateSpec) -> str:
 
 def _json(code: int, body: dict[str, Any]) -> Answer:
     return code, json.dumps(body, default=str).encode(), JSON
-
-
-def bearer_token() -> str | None:
-    """The token that closes `/api/*`: from the environment only, like every secret (a
-    config file is read by more people than the pod's secrets), and never logged. Set but
-    blank (an empty Kubernetes secret, a stray space) is a ConfigError: taking it as "no
-    token" would leave `/api/*` open while the operator believes it closed."""
-    value = os.environ.get(TOKEN_ENV)
-    if value is None:
-        return None
-    if not value.strip():
-        raise ConfigError(f"{TOKEN_ENV} is set but blank (empty or only whitespace), which would leave the "
-                          "status page's /api/* open: set it to the bearer token, or unset it to serve "
-                          "/api/* without one")
-    return value.strip()
 
 
 def attach(settings: Settings, progress: ProgressReporter, status: Callable[[], PipelineStatus]) -> StatusApp:
