@@ -7,10 +7,11 @@ each row, and the filter and skew columns when a query has them), grouped by (co
 pane): it gives each commit's largest event time, hence each commit's watermark before it
 (engine/clock.py), before any aggregate is computed. A row's first open window (`__kmin`)
 depends on its pane and on that watermark, so the first pass knows it for every (commit,
-pane) of the batch. In most panes it is the same for every commit that brought rows to
-the pane, and those rows are grouped across commits. Only the panes where it differs (a
-pane that the watermark passed during the batch and that still received rows after)
-keep the commit in the group key; their few groups are sorted out per query afterwards.
+pane) of the batch. It only grows with the commit, and in most panes it is the same for
+every commit that brought rows to the pane: those rows are grouped across commits. Where
+the watermark passed a pane during the batch, the rows of the commits from then on keep
+their commit in the group key (rows arriving that late are few); their groups are sorted
+out per query afterwards.
 
 Session queries (engine/sessions.py) decide closing per commit: their partials keep the
 commit grain (keys, event time, commit).
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from goldstream.engine.state import WindowedAggregation
 
 PANE, KMIN, ROWS, TSMAX, FUTURE, PASSED = "__pane", "__kmin", "__rows", "__tsmax", "__future", "__passed"
-_BUCKET = "__bucket"  # the commit of a row in a pane before the boundary; null after it
+BUCKET = "__bucket"  # a row's commit (version or data-file index) where its group keeps it; else null
 
 
 class Scan(Protocol):
@@ -86,7 +87,8 @@ class Partials:
         if self.frame[VERSION].null_count():
             raise AssertionError(f"partials of versions {self.first}-{self.last} were grouped across commits and "
                                  f"cannot be split at {lo}-{hi}: the row pass was not told of that split")
-        return Partials(self.frame.filter(in_range), lo, hi, None if self.panes is None else self.panes.filter(in_range))
+        panes = None if self.panes is None else self.panes.filter(in_range)
+        return Partials(self.frame.filter(in_range), lo, hi, panes)
 
     def commit_maxima(self, timed: pl.DataFrame) -> pl.DataFrame:
         """`__version`, `__max`: each commit's largest event time over the rows that move
@@ -107,7 +109,8 @@ class _Group:
 
     members: list[int]
     leader: WindowedAggregation
-    mixed: list[int] = field(default_factory=list)  # panes whose rows keep their commit in the group key
+    # pane -> first version whose rows keep their commit in the group key (mixed panes)
+    mixed: dict[int, int] = field(default_factory=dict)
     by_commit: bool = False
     chunks: list[pl.DataFrame] = field(default_factory=list)  # one group-by result per chunk
     panes: pl.DataFrame | None = None
@@ -164,12 +167,14 @@ def _first_pass(groups: list[_Group], engines: Sequence[WindowedAggregation], sc
         # several data files (and chunks) of one commit
         panes = pl.concat(parts, how="vertical_relaxed").group_by(VERSION, PANE).agg(pl.col(COMMIT_MAX).max())
         g.panes = panes.sort(VERSION, PANE)
-        if g.panes.height:
-            mixed: set[int] = set()
-            for i in g.members:
-                kmins = engines[i].first_windows(g.panes, engines[i].clock.preview(commit_maxima(g.panes)))
-                mixed.update(kmins.group_by(PANE).agg(pl.col(KMIN).n_unique()).filter(pl.col(KMIN) > 1)[PANE])
-            g.mixed = sorted(mixed)
+        for i in g.members:
+            kmins = engines[i].first_windows(g.panes, engines[i].clock.preview(commit_maxima(g.panes)))
+            # a pane's first window only grows with the version (watermarks only grow): the
+            # rows of the versions before the first change share the first version's
+            changes = (kmins.sort(VERSION).with_columns(pl.col(KMIN).first().over(PANE).alias("__first"))
+                       .filter(pl.col(KMIN) != pl.col("__first")).group_by(PANE).agg(pl.col(VERSION).min()))
+            for pane, version in changes.iter_rows():
+                g.mixed[pane] = min(version, g.mixed.get(pane, version))
 
 
 def _bucket(scan: Scan, g: _Group) -> pl.Expr | None:
@@ -179,15 +184,28 @@ def _bucket(scan: Scan, g: _Group) -> pl.Expr | None:
         return pl.col(scan.unit)
     if not g.mixed:
         return None
-    return pl.when(g.leader.pane_expr().is_in(g.mixed)).then(pl.col(scan.unit))
+    # Rows are told apart by their position in commit order: the version itself, or their
+    # data file's index in the scan's file list (an Enum's physical value, far cheaper per
+    # row than looking the path up).
+    if scan.files is None:
+        position, starts = pl.col(scan.unit), list(g.mixed.values())
+    else:
+        versions = scan.files[VERSION]
+        position = pl.col(scan.unit).cast(pl.Enum(scan.files[scan.unit].to_list())).to_physical().cast(pl.Int64)
+        starts = [int((versions < v).sum()) for v in g.mixed.values()]
+    start = g.leader.pane_expr().replace_strict(list(g.mixed), starts, default=None, return_dtype=pl.Int64)
+    return pl.when(position >= start).then(position)
 
 
-def _resolve(frame: pl.DataFrame, scan: Scan, bucket: str = _BUCKET) -> pl.DataFrame:
+def _resolve(frame: pl.DataFrame, scan: Scan, bucket: str = BUCKET) -> pl.DataFrame:
     """The commit column of a group-by result as `__version` (null stays null)."""
     if bucket not in frame.columns:
         return frame.with_columns(pl.lit(None, pl.Int64).alias(VERSION))
     if scan.files is None:
         return frame.rename({bucket: VERSION}).with_columns(pl.col(VERSION).cast(pl.Int64))
+    if frame.schema[bucket].is_integer():  # a data file's index in the scan's file list
+        versions = scan.files[VERSION].gather(frame[bucket])
+        return frame.with_columns(versions.alias(bucket)).rename({bucket: VERSION})
     known = scan.files
     versions = frame[bucket].replace_strict(known[scan.unit], known[VERSION], default=None, return_dtype=pl.Int64)
     if versions.null_count() != frame[bucket].null_count():

@@ -36,7 +36,8 @@ from goldstream.config import QuerySpec
 from goldstream.durations import to_us
 from goldstream.engine.clock import WM_BEFORE, EventClock
 from goldstream.engine.rowpass import Partials
-from goldstream.engine.state import _MINVER, _PANE, StepResult, WindowedAggregation
+from goldstream.engine.panes import MINVER as _MINVER
+from goldstream.engine.state import _PANE, StepResult, WindowedAggregation
 
 _START, _LAST, _WM0, _SESSION = "__start", "__last", "__wm0", "__session"
 _BOUND = pl.Datetime("us", "UTC")

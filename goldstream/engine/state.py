@@ -1,23 +1,22 @@
 """The stateful operator: per-commit watermarks, late filtering, pane state, closing windows.
 
 Input is Silver rows tagged with their commit version (`__version`). A step has two
-halves: one pass over the rows (`commit_partials_plan`, shared by queries with the same
-row grouping in `commit_partials`, streamed by Polars straight from the Parquet files)
-folds them into partial aggregates per (keys, pane, commit); everything else
-(`process_partials`) runs on those few thousand partial rows. However many commits a
-batch holds, the watermark rule is applied per commit (the query's clock,
-engine/clock.py), vectorised: a row's fate depends only on its pane and on the
-watermark before its commit, which are constant within a partial row. So Gold is a
-pure function of Silver's commit history, whatever the batching.
+halves: one pass over the rows (engine/rowpass.py: a first pass over the event times, then
+one group-by shared by queries with the same row grouping, streamed by Polars straight
+from the Parquet files) that yields partial aggregates at the grain of the state, (keys,
+pane), for the rows of each pane whose first open window is the same whatever their
+commit, and per commit for the few others; everything else (`process_partials`) runs on
+those partials. However many commits a batch holds, the watermark rule is applied per
+commit (the query's clock, engine/clock.py), vectorised. So Gold is a pure function of
+Silver's commit history, whatever the batching.
 
 State rows are partial aggregates keyed by (keys, pane, first window), held per pane
 (engine/panes.py) so that a batch touches only the panes its rows and its closing
-windows need. The "first
-window" (`__kmin`) is the oldest window a row may still count in: a row of pane p
-belongs to windows p-n+1 … p, minus those already closed when its commit arrived.
-Rows from later commits of the same batch get a later `__kmin`, so a window closed by
-an earlier commit of the batch never sees them. `__minver` (the oldest Silver version
-in a state row) tells a restart where to start re-reading Silver.
+windows need. The "first window" (`__kmin`) is the oldest window a row may still count
+in: a row of pane p belongs to windows p-n+1 … p, minus those already closed when its
+commit arrived. Rows from later commits of the same batch get a later `__kmin`, so a
+window closed by an earlier commit of the batch never sees them. The pane store keeps,
+per pane, the oldest Silver version with a row in it: where a restart starts re-reading.
 """
 
 from __future__ import annotations
@@ -32,10 +31,9 @@ from goldstream.columns import COMMIT_MS, MISSED_WINDOW_END, VERSION
 from goldstream.config import QuerySpec
 from goldstream.engine.aggregates import AggregateSet, gold_frame_schema
 from goldstream.engine.clock import COMMIT_MAX, WM_BEFORE, EventClock
-from goldstream.engine.panes import MINVER as _MINVER
 from goldstream.engine.panes import PANE as _PANE
 from goldstream.engine.panes import PaneStore
-from goldstream.engine.rowpass import _BUCKET, Partials, RowScan, batch_partials
+from goldstream.engine.rowpass import BUCKET, Partials, RowScan, batch_partials
 from goldstream.engine.windows import Windows
 from goldstream.functions.condition import Condition
 
@@ -172,7 +170,7 @@ class WindowedAggregation:
         ts = self._event_us()
         group = [*self.keys, self.windows.pane(ts).alias(_PANE)]
         if bucket is not None:
-            group.append(bucket.alias(_BUCKET))
+            group.append(bucket.alias(BUCKET))
         if self.query.filter is not None:
             group.append(self._passes_filter().alias(_PASSED))
         if self.max_event_time_skew_us is not None:
@@ -254,10 +252,11 @@ class WindowedAggregation:
     def _on_time(self, timed: pl.DataFrame, kmins: pl.DataFrame) -> pl.DataFrame:
         """The batch's timed partials as state rows: one per (keys, pane, first window
         `__kmin`), rows refused by every window dropped. Groups of any commit (null
-        `__version`) take their pane's first window, the same for all its commits; groups
-        kept per commit take their commit's and are merged where several commits give the
-        same first window (in commit order: float sums are the same run after run)."""
-        by_pane = kmins.group_by(_PANE).agg(pl.col(_KMIN).first())
+        `__version`) take the first window of their pane's first commit, which all of them
+        share; groups kept per commit take their commit's and are merged where several
+        commits give the same first window (in commit order: the same float sums run after
+        run)."""
+        by_pane = kmins.sort(VERSION).group_by(_PANE).agg(pl.col(_KMIN).first())  # the pane's first commit's
         anyv = timed.filter(pl.col(VERSION).is_null()).drop(VERSION)
         anyv = anyv.with_columns(pl.col(_PANE).replace_strict(by_pane[_PANE], by_pane[_KMIN], default=None)
                                  .alias(_KMIN)).filter(pl.col(_KMIN) <= pl.col(_PANE))
