@@ -264,8 +264,15 @@ class WindowedAggregation:
         if per_commit.height == 0:
             return anyv
         tagged = (per_commit.join(kmins, on=[VERSION, _PANE], how="left")
-                  .filter(pl.col(_KMIN) <= pl.col(_PANE)).sort(VERSION))
-        merged = self.aggs.merge(tagged, [*self.keys, _PANE, _KMIN], pl.col(_ROWS).sum())
+                  .filter(pl.col(_KMIN) <= pl.col(_PANE)))
+        # a later commit with the same first window as its pane's early ones (the window that
+        # changed was another query's): their groups are merged too, so that state holds one
+        # row per (keys, pane, first window) whatever the batching
+        clash = tagged.select(_PANE, _KMIN).unique().join(by_pane, on=[_PANE, _KMIN], how="semi")[_PANE]
+        early = anyv.filter(pl.col(_PANE).is_in(clash.implode())).with_columns(pl.lit(None, pl.Int64).alias(VERSION))
+        anyv = anyv.filter(~pl.col(_PANE).is_in(clash.implode()))
+        both = pl.concat([early, tagged.select(early.columns)], how="vertical_relaxed").sort(VERSION, nulls_last=False)
+        merged = self.aggs.merge(both, [*self.keys, _PANE, _KMIN], pl.col(_ROWS).sum())
         return pl.concat([anyv, merged.select(anyv.columns).cast(anyv.schema)], how="vertical_relaxed")
 
     def _pane_versions(self, kmins: pl.DataFrame) -> dict[int, int]:
