@@ -309,7 +309,7 @@ def _percentile(values: list, p: float) -> float | None:
     low, high = ordered[lower], ordered[higher]
     if lower == higher or low == high or (_is_nan(low) and _is_nan(high)):
         return low
-    return (higher - position) * low + (position - lower) * high
+    return low + (position - lower) * (high - low)  # Spark 4.3's formula
 
 
 def _extreme_by(rows: list[dict], column: str, by: str, greatest: bool) -> Any:

@@ -74,14 +74,22 @@ class EventClock:
         per commit, in commit order) and return each commit's watermark before it
         (`WM_BEFORE`, replacing `COMMIT_MAX`): a cumulative max over the commits, so the
         rule holds per commit however many commits a batch holds."""
-        start = self.watermark_us
-        marks = per_commit.with_columns(
-            ((pl.col(COMMIT_MAX) // 1000) * 1000 - self.delay_us).clip(lower_bound=start).cum_max().alias(_WM_AFTER)
-        ).with_columns(pl.col(_WM_AFTER).shift(1, fill_value=start).alias(WM_BEFORE))
+        marks = self._marks(per_commit)
         batch_max = int(per_commit[COMMIT_MAX].max())  # type: ignore[arg-type]
         self.max_event_time_us = max(self.max_event_time_us or batch_max, batch_max)
         self.watermark_us = int(marks[_WM_AFTER][-1])
         return marks.drop(COMMIT_MAX, _WM_AFTER)
+
+    def preview(self, per_commit: pl.DataFrame) -> pl.DataFrame:
+        """What `on_commits` would return, without taking the commits in: the row pass
+        needs each commit's watermark before the batch is taken in."""
+        return self._marks(per_commit).drop(COMMIT_MAX, _WM_AFTER)
+
+    def _marks(self, per_commit: pl.DataFrame) -> pl.DataFrame:
+        start = self.watermark_us
+        return per_commit.with_columns(
+            ((pl.col(COMMIT_MAX) // 1000) * 1000 - self.delay_us).clip(lower_bound=start).cum_max().alias(_WM_AFTER)
+        ).with_columns(pl.col(_WM_AFTER).shift(1, fill_value=start).alias(WM_BEFORE))
 
     def on_rows(self) -> None:
         """Live rows arrived (with an event time or not): the idle timeout counts from now."""

@@ -14,30 +14,39 @@ from collections.abc import Callable
 
 import polars as pl
 
-PANE, MINVER = "__pane", "__minver"
+PANE, MINVER = "__pane", "__minver"  # MINVER: the oldest version in a session (engine/sessions.py)
 
 Merge = Callable[[pl.DataFrame], pl.DataFrame]
 
 
 class PaneStore:
-    """Frames by pane index; each frame holds its pane's column `PANE` and `MINVER` (the
-    oldest Silver version in a row)."""
+    """Frames by pane index, one row per (keys, first window) in each; and per pane the
+    oldest Silver version with a row in it (where a restart starts re-reading)."""
 
     def __init__(self) -> None:
         self._frames: dict[int, pl.DataFrame] = {}
         self._min_version: dict[int, int] = {}
 
-    def add(self, rows: pl.DataFrame, merge: Merge) -> None:
-        """Fold new state rows (any panes) into the panes they touch: `merge` groups the
-        touched panes' rows and the new ones into one row per (keys, pane, first window)."""
+    def add(self, rows: pl.DataFrame, versions: dict[int, int], merge: Merge) -> None:
+        """Fold new state rows (any panes, one row per (keys, pane, first window)) into
+        state: a pane not held yet takes them as they are; a held pane's rows and the new
+        ones are merged by `merge` (at most two rows per group, so float sums do not depend
+        on row order). `versions`: the oldest Silver version of the new rows, per pane."""
         if rows.height == 0:
             return
-        touched = rows[PANE].unique().to_list()
-        parts = [self._frames.pop(p) for p in touched if p in self._frames]
-        merged = merge(pl.concat([*parts, rows], how="vertical_relaxed") if parts else rows)
-        for (pane,), frame in merged.partition_by(PANE, as_dict=True).items():
-            self._frames[pane] = frame  # type: ignore[index]
-            self._min_version[pane] = int(frame[MINVER].min())  # type: ignore[arg-type, index]
+        by_pane = {p: f for (p,), f in rows.partition_by(PANE, as_dict=True).items()}  # type: ignore[misc]
+        held = [p for p in by_pane if p in self._frames]
+        if held:
+            merged = merge(pl.concat([*(self._frames[p] for p in held), *(by_pane[p] for p in held)],
+                                     how="vertical_relaxed"))
+            for (pane,), frame in merged.partition_by(PANE, as_dict=True).items():
+                self._frames[pane] = frame  # type: ignore[index]
+        for pane, frame in by_pane.items():
+            if pane not in self._frames:
+                self._frames[pane] = frame  # type: ignore[index]
+        for pane in by_pane:
+            oldest = versions[pane]  # type: ignore[index]
+            self._min_version[pane] = min(self._min_version.get(pane, oldest), oldest)  # type: ignore[index]
 
     def select(self, first: int, last: int) -> pl.DataFrame | None:
         """Rows of panes first … last (None: none held)."""

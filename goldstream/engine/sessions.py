@@ -35,7 +35,9 @@ from goldstream.columns import VERSION
 from goldstream.config import QuerySpec
 from goldstream.durations import to_us
 from goldstream.engine.clock import WM_BEFORE, EventClock
-from goldstream.engine.state import _MINVER, _PANE, StepResult, WindowedAggregation
+from goldstream.engine.rowpass import Partials
+from goldstream.engine.panes import MINVER as _MINVER
+from goldstream.engine.state import _PANE, StepResult, WindowedAggregation
 
 _START, _LAST, _WM0, _SESSION = "__start", "__last", "__wm0", "__session"
 _BOUND = pl.Datetime("us", "UTC")
@@ -69,7 +71,12 @@ class SessionAggregation(WindowedAggregation):
 
     # -- the window kind's decisions -------------------------------------------------------
 
-    def _on_time(self, tagged: pl.DataFrame) -> pl.DataFrame:
+    @property
+    def pane_grain(self) -> bool:
+        return False
+
+    def _on_time(self, timed: pl.DataFrame, wm_before: pl.DataFrame) -> pl.DataFrame:
+        tagged = timed.join(wm_before, on=VERSION, how="left")
         return tagged.filter(~self._is_late(pl.col(_PANE), pl.col(WM_BEFORE)))
 
     def _is_late(self, pane: pl.Expr, wm_before: pl.Expr) -> pl.Expr:
@@ -78,7 +85,8 @@ class SessionAggregation(WindowedAggregation):
     def _missed_end(self, pane: pl.Expr) -> pl.Expr:
         return pane + self.gap_us
 
-    def _fold(self, on_time: pl.DataFrame, wm_before: pl.DataFrame, wm_start: int, wm_end: int) -> pl.DataFrame:
+    def _fold(self, on_time: pl.DataFrame, wm_before: pl.DataFrame, wm_start: int, wm_end: int,
+              kmins: pl.DataFrame | None) -> pl.DataFrame:
         """Commit by commit: merge its on-time partials into the open sessions, then emit
         the sessions its watermark closed. Consecutive commits are merged in one step while
         no session can close in between (every session ends at or after the earliest end of
@@ -123,7 +131,8 @@ class SessionAggregation(WindowedAggregation):
             combined = pl.concat([touched, new], how="vertical_relaxed")
         else:
             combined = pl.concat([self.state, new], how="vertical_relaxed")
-        ordered = combined.sort([*self.keys, _START], nulls_last=False)
+        # sessions merged in (start, version, end) order: the same float sums every run
+        ordered = combined.sort([*self.keys, _START, _MINVER, _LAST], nulls_last=False)
         merged = (
             self.aggs.merge(ordered.with_columns(self._opens(ordered).cum_sum().alias(_SESSION)),
                             [*self.keys, _SESSION], pl.col(_START).min(), pl.col(_LAST).max(),
@@ -173,7 +182,7 @@ class SessionAggregation(WindowedAggregation):
             return self.watermark_us
         return int(self.state[_WM0].min())  # type: ignore[arg-type]
 
-    def rebuild(self, partials: pl.DataFrame) -> None:
+    def rebuild(self, partials: Partials) -> None:
         """Replay commits Gold already records from the watermark before the first of them,
         as the live stream saw them: sessions closing on the way are in Gold already and
         are discarded; the watermark Gold records is restored before the next live step."""
@@ -193,7 +202,7 @@ class SessionAggregation(WindowedAggregation):
             self.clock.watermark_us = max(self.clock.watermark_us, self._restored_us)
             self._restored_us = None
 
-    def process_partials(self, partials: pl.DataFrame, rows: pl.LazyFrame | None = None) -> StepResult:
+    def process_partials(self, partials: Partials, rows: pl.LazyFrame | None = None) -> StepResult:
         self._end_rebuild()
         return super().process_partials(partials, rows)
 

@@ -1,29 +1,28 @@
 """The stateful operator: per-commit watermarks, late filtering, pane state, closing windows.
 
 Input is Silver rows tagged with their commit version (`__version`). A step has two
-halves: one pass over the rows (`commit_partials_plan`, shared by queries with the same
-row grouping in `commit_partials`, streamed by Polars straight from the Parquet files)
-folds them into partial aggregates per (keys, pane, commit); everything else
-(`process_partials`) runs on those few thousand partial rows. However many commits a
-batch holds, the watermark rule is applied per commit (the query's clock,
-engine/clock.py), vectorised: a row's fate depends only on its pane and on the
-watermark before its commit, which are constant within a partial row. So Gold is a
-pure function of Silver's commit history, whatever the batching.
+halves: one pass over the rows (engine/rowpass.py: a first pass over the event times, then
+one group-by shared by queries with the same row grouping, streamed by Polars straight
+from the Parquet files) that yields partial aggregates at the grain of the state, (keys,
+pane), for the rows of each pane whose first open window is the same whatever their
+commit, and per commit for the few others; everything else (`process_partials`) runs on
+those partials. However many commits a batch holds, the watermark rule is applied per
+commit (the query's clock, engine/clock.py), vectorised. So Gold is a pure function of
+Silver's commit history, whatever the batching.
 
 State rows are partial aggregates keyed by (keys, pane, first window), held per pane
 (engine/panes.py) so that a batch touches only the panes its rows and its closing
-windows need. The "first
-window" (`__kmin`) is the oldest window a row may still count in: a row of pane p
-belongs to windows p-n+1 … p, minus those already closed when its commit arrived.
-Rows from later commits of the same batch get a later `__kmin`, so a window closed by
-an earlier commit of the batch never sees them. `__minver` (the oldest Silver version
-in a state row) tells a restart where to start re-reading Silver.
+windows need. The "first window" (`__kmin`) is the oldest window a row may still count
+in: a row of pane p belongs to windows p-n+1 … p, minus those already closed when its
+commit arrived. Rows from later commits of the same batch get a later `__kmin`, so a
+window closed by an earlier commit of the batch never sees them. The pane store keeps,
+per pane, the oldest Silver version with a row in it: where a restart starts re-reading.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import InitVar, dataclass, field
 
 import polars as pl
@@ -32,9 +31,9 @@ from goldstream.columns import COMMIT_MS, MISSED_WINDOW_END, VERSION
 from goldstream.config import QuerySpec
 from goldstream.engine.aggregates import AggregateSet, gold_frame_schema
 from goldstream.engine.clock import COMMIT_MAX, WM_BEFORE, EventClock
-from goldstream.engine.panes import MINVER as _MINVER
 from goldstream.engine.panes import PANE as _PANE
 from goldstream.engine.panes import PaneStore
+from goldstream.engine.rowpass import BUCKET, Partials, RowScan, batch_partials
 from goldstream.engine.windows import Windows
 from goldstream.sql.rows import SqlRows
 
@@ -134,6 +133,12 @@ class WindowedAggregation:
         lazy = rows.lazy()
         return self.process_partials(commit_partials([self], lazy)[0], lazy)
 
+    @property
+    def pane_grain(self) -> bool:
+        """Whether its row pass groups at state grain (keys, pane) across commits; session
+        windows close per commit and keep the commit grain."""
+        return True
+
     # -- the two halves of a step: the row pass, then everything else on partials ----------
 
     def row_grouping(self) -> tuple[object, ...]:
@@ -142,50 +147,76 @@ class WindowedAggregation:
         return (self.query.event_time, tuple(self.keys), self.windows.slide_us, self.max_event_time_skew_us,
                 self.query.filter, self.query.sql, self.query.ansi)
 
-    def commit_partials_plan(self, rows: pl.LazyFrame, partials: list[pl.Expr],
-                             commit_column: str = VERSION) -> pl.LazyFrame:
-        """Silver rows → partials per (keys, pane, commit): the only pass over the rows.
-        `commit_column` tells a row's commit: the version, or any finer column (a data
-        file) that the caller maps to the version afterwards.
+    def pane_expr(self) -> pl.Expr:
+        return self.windows.pane(self._event_us())
 
-        Everything a row's fate depends on (its pane, and the watermark before its
-        commit) is constant within such a group, so the per-commit watermark, late
-        filtering and the fold into state all run on these partials, a few hundred
-        times fewer than the rows. Rows with a null event time form the null-pane groups
-        (counted, then dropped); with a skew bound, far-future rows form their own groups, and
-        with a filter, the rows failing it."""
+    def first_pass_plan(self, rows: pl.LazyFrame, commit_column: str) -> pl.LazyFrame:
+        """The first pass (engine/rowpass.py): the largest event time per (commit, pane)
+        over the rows that move the clock (timed, passing the filter and the skew bound)."""
+        ts = self._event_us()
+        keep = ts.is_not_null()
+        if self.max_event_time_skew_us is not None:
+            self._now_ms = int(time.time() * 1000)  # one "now" per batch, for both passes
+            keep = keep & ~self._is_future(ts, rows.collect_schema().names())
+        extra = []
+        if self._has_filter():
+            rows = self._prepared(rows)  # a SQL WHERE may read joined or derived columns
+            if self._clock_sees_filtered():
+                # SQL: withWatermark precedes WHERE and joins, so rows failing them still move
+                # the clock; `__passed` tells which (commit, pane) had a row that passed (the
+                # restart point counts only those)
+                extra.append(self._passes_filter().any().alias(_PASSED))
+            else:
+                keep = keep & self._passes_filter()  # TOML filter: failing rows move nothing
+        return rows.filter(keep).group_by(commit_column, self.windows.pane(ts).alias(_PANE)).agg(
+            ts.max().alias(COMMIT_MAX), *extra)
+
+    def first_windows(self, panes: pl.DataFrame, wm_before: pl.DataFrame) -> pl.DataFrame:
+        """The first window (`__kmin`) of rows of each (commit, pane) of the first pass, given
+        each commit's watermark before it; greater than the pane when every window refuses them."""
+        passed = [_PASSED] if _PASSED in panes.columns else []
+        return (panes.join(wm_before, on=VERSION, how="inner")
+                .select(VERSION, _PANE, self._kmin(pl.col(_PANE), pl.col(WM_BEFORE)).alias(_KMIN), *passed))
+
+    def guards_by_commit(self) -> bool:
+        """Whether the row pass must keep every group's commit: a SQL query's ANSI guards are
+        reported with the Silver version that hit them, so they cannot be grouped across
+        commits (such queries take the commit grain; their state is the same)."""
+        return self.sql is not None and bool(self.sql.compiled.guards)
+
+    def row_pass_plan(self, rows: pl.LazyFrame, partials: list[pl.Expr], bucket: pl.Expr | None) -> pl.LazyFrame:
+        """Silver rows → partials per (keys, pane[, commit bucket]): the only pass over the
+        rows' values (engine/rowpass.py). Rows with a null event time form the null-pane
+        groups (counted, then dropped); with a skew bound, far-future rows form their own
+        groups, and with a filter, the rows failing it. A SQL query's joins and derived
+        columns are added first, and its ANSI guards computed per group."""
         ts = self._event_us()
         if self.sql is not None:
             rows = self.sql.prepare(rows)
             partials = [*partials, *self.sql.guard_partials()]
-        group = [*self.keys, self.windows.pane(ts).alias(_PANE), commit_column]
+        group = [*self.keys, self.windows.pane(ts).alias(_PANE)]
+        if bucket is not None:
+            group.append(bucket.alias(BUCKET))
         if self._has_filter():
             group.append(self._passes_filter().alias(_PASSED))
         if self.max_event_time_skew_us is not None:
-            self._now_ms = int(time.time() * 1000)  # one "now" per batch, for both passes
             group.append(self._is_future(ts, rows.collect_schema().names()).alias(_FUTURE))
-        return rows.group_by(group).agg(*partials, ts.max().alias(_TSMAX), pl.len().alias(_ROWS))
+        if self.max_event_time_skew_us is not None and not self.pane_grain:
+            self._now_ms = int(time.time() * 1000)  # one "now" per batch (pane grain: set by the first pass)
+        extra = [] if self.pane_grain else [ts.max().alias(_TSMAX)]
+        return rows.group_by(group).agg(*partials, *extra, pl.len().alias(_ROWS))
 
-    def fold_partials(self, earlier: pl.DataFrame, later: pl.DataFrame) -> pl.DataFrame:
-        """The commit partials of two consecutive chunks of a batch's rows as one frame.
-        Where a commit spans both, its groups are merged (aggregate merge is associative),
-        so the partials of one huge commit read in many chunks stay as many as its
-        (keys, pane) groups, not chunks × groups."""
-        later = later.select(earlier.columns)
-        if earlier.height == 0 or later.height == 0 or earlier[VERSION].max() < later[VERSION].min():  # type: ignore[operator]
-            return pl.concat([earlier, later], how="vertical_relaxed")
-        # Chunks follow version order: only the commit at the seam is in both.
-        seam = later[VERSION].min()
-        both = pl.concat([earlier.filter(pl.col(VERSION) == seam), later.filter(pl.col(VERSION) == seam)],
-                         how="vertical_relaxed")
+    def merge_chunks(self, frames: list[pl.DataFrame]) -> pl.DataFrame:
+        """The partials of a batch's chunks as one frame: groups present in several chunks
+        merged (aggregate merge is associative), in chunk order."""
+        both = pl.concat(frames, how="vertical_relaxed")
         group = [*self.keys, _PANE, VERSION, *(c for c in (_FUTURE, _PASSED) if c in both.columns)]
-        guards = [pl.col(g).any() for g in (self.sql.guard_names() if self.sql is not None else [])]
-        merged = (self.aggs.merge(both, group, pl.col(_TSMAX).max(), pl.col(_ROWS).sum(), *guards)
-                  .select(both.columns).cast(both.schema))
-        return pl.concat([earlier.filter(pl.col(VERSION) < seam), merged, later.filter(pl.col(VERSION) > seam)],
-                         how="vertical_relaxed")
+        guards = [pl.col(g).any() for g in (self.sql.guard_names() if self.sql is not None else [])
+                  if g in both.columns]
+        extra = [pl.col(_ROWS).sum(), *([pl.col(_TSMAX).max()] if _TSMAX in both.columns else []), *guards]
+        return self.aggs.merge(both, group, *extra).select(both.columns).cast(both.schema)
 
-    def process_partials(self, partials: pl.DataFrame, rows: pl.LazyFrame | None = None) -> StepResult:
+    def process_partials(self, partials: Partials, rows: pl.LazyFrame | None = None) -> StepResult:
         """Take in the commit partials of whole new commits (see commit_partials_plan) and
         return the windows they closed. `rows` (the same commits' rows, lazily) is read
         again only to hand dropped rows to an optional late table; None skips that."""
@@ -194,56 +225,57 @@ class WindowedAggregation:
             self.clock.on_rows()
         return result
 
-    def rebuild(self, partials: pl.DataFrame) -> None:
+    def rebuild(self, partials: Partials) -> None:
         """Take in the commit partials of commits Gold already records, to rebuild state
         only. With the watermark restored from Gold, their windows were emitted before:
         closing one here would mean Gold's offsets are inconsistent."""
         if self._take_in(partials, None).closed.height:
             raise AssertionError(f"rebuild of {self.query.name} emitted windows; offsets are inconsistent")
 
-    def _take_in(self, partials: pl.DataFrame, rows: pl.LazyFrame | None) -> StepResult:
+    def _take_in(self, partials: Partials, rows: pl.LazyFrame | None) -> StepResult:
+        frame = partials.frame
         wm_start = self.watermark_us
-        rows_in = int(partials[_ROWS].sum())
+        rows_in = int(frame[_ROWS].sum())
         filtered = 0
         if self.sql is not None:
-            self.sql.check_guards(partials, VERSION, self.query.name)
-        clock_partials = None
-        if _PASSED in partials.columns:  # rows failing the filter are no input at all
-            filtered = int(partials.filter(~pl.col(_PASSED))[_ROWS].sum())
-            if self.sql is not None and self.sql.watermark_first:  # SQL: withWatermark precedes WHERE, joins
-                clock_partials = partials
-            partials = partials.filter(pl.col(_PASSED))
+            self.sql.check_guards(frame, VERSION, self.query.name)
+        clock_frame = None
+        if _PASSED in frame.columns:  # rows failing the filter are no input at all
+            filtered = int(frame.filter(~pl.col(_PASSED))[_ROWS].sum())
+            if self._clock_sees_filtered():  # SQL: withWatermark precedes WHERE, joins
+                clock_frame = frame
+            frame = frame.filter(pl.col(_PASSED))
             rows = None if rows is None else \
                 self._prepared(rows).filter(self._passes_filter()).select(rows.collect_schema().names())
-        want_rows = self.keep_late_rows and rows is not None and partials.height > 0
+        want_rows = self.keep_late_rows and rows is not None and frame.height > 0
         refused = 0
-        if _FUTURE in partials.columns:
-            refused = int(partials.filter(pl.col(_FUTURE))[_ROWS].sum())
-            if want_rows and refused:
-                versions = partials[VERSION]  # rows of these commits only (a rebuild split the batch)
-                refused_rows = self._refused_rows(rows, versions.min(), versions.max())  # type: ignore[arg-type]
-            partials = partials.filter(~pl.col(_FUTURE))
-        timed = partials.filter(pl.col(_PANE).is_not_null())
+        if _FUTURE in frame.columns:
+            refused = int(frame.filter(pl.col(_FUTURE))[_ROWS].sum())
+            if want_rows and refused:  # rows of these commits only (a rebuild split the batch)
+                refused_rows = self._refused_rows(rows, partials.first, partials.last)  # type: ignore[arg-type]
+            frame = frame.filter(~pl.col(_FUTURE))
+        guards = self.sql.guard_names() if self.sql is not None else []  # checked above
+        timed = frame.filter(pl.col(_PANE).is_not_null()).drop(_PASSED, _FUTURE, *guards, strict=False)
         rows_timed = int(timed[_ROWS].sum())
         result = StepResult(closed=self.empty_output(), rows_in=rows_in, rows_late=refused, rows_filtered=filtered,
                             rows_null_time=rows_in - filtered - refused - rows_timed, watermark_us=wm_start)
         if want_rows and refused:
             result.late = refused_rows
-        clock_timed = timed
-        if clock_partials is not None:
-            if _FUTURE in clock_partials.columns:
-                clock_partials = clock_partials.filter(~pl.col(_FUTURE))
-            clock_timed = clock_partials.filter(pl.col(_PANE).is_not_null())
-        if clock_timed.height == 0:
+        clock_timed = timed  # commit grain (sessions): the groups of rows that move the clock
+        if clock_frame is not None:
+            if _FUTURE in clock_frame.columns:
+                clock_frame = clock_frame.filter(~pl.col(_FUTURE))
+            clock_timed = clock_frame.filter(pl.col(_PANE).is_not_null())
+        per_commit = partials.commit_maxima(clock_timed)
+        if per_commit.height == 0:
             return result
-
-        per_commit = clock_timed.group_by(VERSION).agg(pl.col(_TSMAX).max().alias(COMMIT_MAX)).sort(VERSION)
         result.max_event_time_us = int(per_commit[COMMIT_MAX].max())  # type: ignore[arg-type]
         result.commit_max = per_commit
         wm_before = self.clock.on_commits(per_commit)
         wm_end = self.watermark_us
 
-        on_time = self._on_time(timed.join(wm_before, on=VERSION, how="left"))
+        kmins = None if partials.panes is None else self.first_windows(partials.panes, wm_before)
+        on_time = self._on_time(timed, wm_before if kmins is None else kmins)
         late_rows = rows_timed - int(on_time[_ROWS].sum())
         result.rows_late += late_rows
         if want_rows and late_rows:
@@ -251,16 +283,45 @@ class WindowedAggregation:
             result.late = late if result.late is None else pl.concat([late, result.late], how="diagonal_relaxed")
 
         result.watermark_us = wm_end
-        result.closed = self._fold(on_time, wm_before, wm_start, wm_end)
+        result.closed = self._fold(on_time, wm_before, wm_start, wm_end, kmins)
         return result
 
     # -- what the window kind decides (engine/sessions.py replaces these for sessions) --------
 
-    def _on_time(self, tagged: pl.DataFrame) -> pl.DataFrame:
-        """The partials (with the watermark before their commit, `WM_BEFORE`) that some
-        window still takes, each tagged with the first window it counts in."""
-        return tagged.with_columns(self._kmin(pl.col(_PANE), pl.col(WM_BEFORE)).alias(_KMIN)).filter(
-            pl.col(_KMIN) <= pl.col(_PANE))
+    def _on_time(self, timed: pl.DataFrame, kmins: pl.DataFrame) -> pl.DataFrame:
+        """The batch's timed partials as state rows: one per (keys, pane, first window
+        `__kmin`), rows refused by every window dropped. Groups of any commit (null
+        `__version`) take the first window of their pane's first commit, which all of them
+        share; groups kept per commit take their commit's and are merged where several
+        commits give the same first window (in commit order: the same float sums run after
+        run)."""
+        by_pane = kmins.sort(VERSION).group_by(_PANE).agg(pl.col(_KMIN).first())  # the pane's first commit's
+        anyv = timed.filter(pl.col(VERSION).is_null()).drop(VERSION)
+        anyv = anyv.with_columns(pl.col(_PANE).replace_strict(by_pane[_PANE], by_pane[_KMIN], default=None)
+                                 .alias(_KMIN)).filter(pl.col(_KMIN) <= pl.col(_PANE))
+        per_commit = timed.filter(pl.col(VERSION).is_not_null())
+        if per_commit.height == 0:
+            return anyv
+        tagged = (per_commit.join(kmins.select(VERSION, _PANE, _KMIN), on=[VERSION, _PANE], how="left")
+                  .filter(pl.col(_KMIN) <= pl.col(_PANE)))
+        # a later commit with the same first window as its pane's early ones (the window that
+        # changed was another query's): their groups are merged too, so that state holds one
+        # row per (keys, pane, first window) whatever the batching
+        clash = tagged.select(_PANE, _KMIN).unique().join(by_pane, on=[_PANE, _KMIN], how="semi")[_PANE]
+        early = anyv.filter(pl.col(_PANE).is_in(clash.implode())).with_columns(pl.lit(None, pl.Int64).alias(VERSION))
+        anyv = anyv.filter(~pl.col(_PANE).is_in(clash.implode()))
+        both = pl.concat([early, tagged.select(early.columns)], how="vertical_relaxed").sort(VERSION, nulls_last=False)
+        merged = self.aggs.merge(both, [*self.keys, _PANE, _KMIN], pl.col(_ROWS).sum())
+        return pl.concat([anyv, merged.select(anyv.columns).cast(anyv.schema)], how="vertical_relaxed")
+
+    def _pane_versions(self, kmins: pl.DataFrame) -> dict[int, int]:
+        """The oldest commit with a row counted in each pane (a restart's starting point),
+        from the first pass, which knows each (commit, pane) of the batch (and, where rows
+        failing a SQL WHERE moved the clock, which of them had a row passing it)."""
+        if _PASSED in kmins.columns:
+            kmins = kmins.filter(pl.col(_PASSED))
+        counted = kmins.filter(pl.col(_KMIN) <= pl.col(_PANE)).group_by(_PANE).agg(pl.col(VERSION).min())
+        return dict(zip(counted[_PANE].to_list(), counted[VERSION].to_list()))
 
     def _is_late(self, pane: pl.Expr, wm_before: pl.Expr) -> pl.Expr:
         """Whether a row of `pane` is refused by every window, given the watermark before its commit."""
@@ -270,14 +331,17 @@ class WindowedAggregation:
         """The end of the last window a late row of `pane` missed (for the late table)."""
         return self.windows.end(pane)
 
-    def _fold(self, on_time: pl.DataFrame, wm_before: pl.DataFrame, wm_start: int, wm_end: int) -> pl.DataFrame:
-        """Fold a batch's on-time partials into state and return the windows that the
+    def _fold(self, on_time: pl.DataFrame, wm_before: pl.DataFrame, wm_start: int, wm_end: int,
+              kmins: pl.DataFrame | None) -> pl.DataFrame:
+        """Fold a batch's state rows into state and return the windows that the
         watermark's move from `wm_start` to `wm_end` closed (`wm_before`: each commit's
-        watermark before it, for operators that close per commit)."""
-        columns = [*self.keys, _PANE, _KMIN, *self.aggs.state_fields(), _MINVER]
+        watermark before it, for operators that close per commit; `kmins`: the first
+        window of each (commit, pane) of the batch)."""
+        columns = [*self.keys, _PANE, _KMIN, *self.aggs.state_fields()]
         group = [*self.keys, _PANE, _KMIN]
-        self.panes.add(on_time.rename({VERSION: _MINVER}).select(columns),
-                       lambda rows: self.aggs.merge(rows, group, pl.col(_MINVER).min()).select(columns))
+        assert kmins is not None
+        self.panes.add(on_time.select(columns), self._pane_versions(kmins),
+                       lambda rows: self.aggs.merge(rows, group).select(columns))
         return self._close(wm_start, wm_end)
 
     def watermark_before_oldest(self) -> int | None:
@@ -288,6 +352,11 @@ class WindowedAggregation:
 
     def _has_filter(self) -> bool:
         return self.sql is not None and self.sql.passed is not None
+
+    def _clock_sees_filtered(self) -> bool:
+        """Whether rows failing the filter still move the watermark (a SQL query's WHERE and
+        inner joins: Spark's withWatermark precedes them; not a TOML `filter`)."""
+        return self._has_filter() and self.sql is not None and self.sql.watermark_first
 
     def _passes_filter(self) -> pl.Expr:
         """The query's filter (a SQL query's WHERE and inner joins) over Silver rows; a null
@@ -433,7 +502,9 @@ class WindowedAggregation:
             return None
         lo = pl.max_horizontal(pl.col(_KMIN), pl.col(_PANE) - (w.panes_per_window - 1), pl.lit(k_lo))
         hi = pl.min_horizontal(pl.col(_PANE), pl.lit(k_hi))
-        contributing = covered.filter(lo <= hi).with_columns(pl.int_ranges(lo, hi + 1).alias(_K)).explode(_K)
+        # a window's panes merged in (pane, first window) order: the same float sums every run
+        contributing = (covered.filter(lo <= hi).sort(_PANE, _KMIN)
+                        .with_columns(pl.int_ranges(lo, hi + 1).alias(_K)).explode(_K))
         merged = self.aggs.merge(contributing, [*self.keys, _K])
         return self.gold(self.aggs.finalize(merged, self.input_schema).select(
             w.start(pl.col(_K)).cast(pl.Datetime("us", "UTC")).alias("window_start"),
@@ -450,33 +521,9 @@ class WindowedAggregation:
         return self._empty
 
 
-def commit_partials(engines: Sequence[WindowedAggregation], rows: pl.LazyFrame, commit_column: str = VERSION,
-                    resolve: Callable[[pl.DataFrame], pl.DataFrame] | None = None) -> list[pl.DataFrame]:
-    """The row pass of a batch (or of a chunk of one) for several queries at once: each
-    query's commit partials (WindowedAggregation.commit_partials_plan), one frame per
-    engine, in order, keyed by `commit_column`, or by what `resolve` maps it to (applied
-    once per shared group-by result, before it is split between its queries).
-
-    Queries with the same row grouping (event time, keys, pane length) share one group-by that
-    computes all their partial aggregates (the seed queries do: that is ~35% less CPU
-    than one group-by each), and all plans run in one `collect_all` on Polars'
-    streaming engine, so the batch's rows stream from the Parquet files into the
-    group-by without ever being materialised."""
-    by_grouping: dict[tuple[object, ...], list[int]] = {}
-    for i, engine in enumerate(engines):
-        by_grouping.setdefault(engine.row_grouping(), []).append(i)
-    plans = []
-    for members in by_grouping.values():
-        partials = [e.name.prefix(f"__q{i}.") for i in members for e in engines[i].aggs.update()]
-        plans.append(engines[members[0]].commit_partials_plan(rows, partials, commit_column))
-    frames = pl.collect_all(plans, engine="streaming")
-    out: list[pl.DataFrame] = [pl.DataFrame()] * len(engines)
-    for members, frame in zip(by_grouping.values(), frames):
-        if resolve is not None:
-            frame = resolve(frame)
-        common = [c for c in frame.columns if not any(c.startswith(f"__q{i}.") for i in members)]
-        for i in members:
-            prefix = f"__q{i}."
-            own = [pl.col(c).alias(c[len(prefix):]) for c in frame.columns if c.startswith(prefix)]
-            out[i] = frame.select(*common, *own)
-    return out
+def commit_partials(engines: Sequence[WindowedAggregation], rows: pl.LazyFrame) -> list[Partials]:
+    """The partials of whole commits of `__version`-tagged rows, for each engine
+    (engine/rowpass.py; the pipeline reads batches in chunks with `batch_partials`)."""
+    bounds = rows.select(pl.col(VERSION).min().alias("lo"), pl.col(VERSION).max().alias("hi")).collect()
+    lo, hi = bounds["lo"][0], bounds["hi"][0]
+    return batch_partials(engines, [RowScan(rows)], 0 if lo is None else lo, -1 if hi is None else hi)

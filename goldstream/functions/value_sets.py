@@ -55,8 +55,8 @@ class CountDistinct(AggregateFunction):
 class Percentile(AggregateFunction):
     """Spark's exact `percentile(column, p)`: nulls ignored, values sorted with NaN above
     every number, and the value at position p·(n−1) interpolated linearly between its two
-    neighbours with Spark's formula (higher − pos)·lower + (pos − lower)·higher (a
-    neighbour equal to the other is returned as is). Null over no value. State is the
+    neighbours with Spark 4.3's formula low + (pos − lower)·(high − low) (a neighbour
+    equal to the other is returned as is). Null over no value. State is the
     sorted list of values, in double."""
 
     fn = "percentile"
@@ -88,7 +88,7 @@ class Percentile(AggregateFunction):
         lower, higher = position.floor(), position.ceil()
         low = values.list.get(lower.cast(pl.Int64), null_on_oob=True)
         high = values.list.get(higher.cast(pl.Int64), null_on_oob=True)
-        interpolated = (higher - position) * low + (position - lower) * high
+        interpolated = low + (position - lower) * (high - low)
         same = (lower == higher) | (low == high)
         return pl.when(values.list.len() > 0).then(
             pl.when(same).then(low).otherwise(interpolated)).alias(self.name)

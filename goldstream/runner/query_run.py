@@ -18,6 +18,7 @@ import polars as pl
 from goldstream.columns import VERSION
 from goldstream.config import QuerySpec
 from goldstream.engine.clock import COMMIT_MAX, LATEST_TIMESTAMP_US
+from goldstream.engine.rowpass import Partials
 from goldstream.engine.state import StepResult, WindowedAggregation
 from goldstream.errors import OwnershipLost, SinkError
 from goldstream.observability import ProgressReporter
@@ -67,15 +68,15 @@ class QueryRun:
             dimensions=self.engine.dimension_versions(),
         )
 
-    def process(self, batch: Batch, partials: pl.DataFrame, rows: pl.LazyFrame,
+    def process(self, batch: Batch, partials: Partials, rows: pl.LazyFrame,
                 durations: dict[str, float], latest: Callable[[], int | None]) -> None:
         """Take in a batch's commit partials (the part already in Gold only rebuilds
         state), commit what closed, and report progress. `latest` is Silver's latest
         version, for the lag in the progress record."""
         t0 = time.perf_counter()
         if batch.first <= self.processed:  # rebuild part: state only, never emitted twice
-            self.engine.rebuild(partials.filter(pl.col(VERSION).is_between(self.rebuild_from, self.processed)))
-            partials = partials.filter(pl.col(VERSION) > self.processed)
+            self.engine.rebuild(partials.versions(self.rebuild_from, self.processed))
+            partials = partials.versions(self.processed + 1)
         if self.dry_run:
             return
         live_commits = [c for c in batch.commits if c.version > self.processed]

@@ -21,8 +21,8 @@ import polars as pl
 from goldstream.config import QuerySpec, Settings
 from goldstream.durations import to_us
 from goldstream.engine.clock import EventClock
+from goldstream.engine.rowpass import batch_partials
 from goldstream.engine.sessions import windowed_operator
-from goldstream.engine.state import WindowedAggregation, commit_partials
 from goldstream.errors import GoldstreamError, SourceError
 from goldstream.observability import ProgressReporter
 from goldstream.runner.query_run import QueryRun
@@ -32,7 +32,7 @@ from goldstream.sink.location import refuse_foreign_folder
 from goldstream.sink.late import LateSink
 from goldstream.sink.schema import gold_schema
 from goldstream.sql.dimensions import Dimensions
-from goldstream.source.reader import BatchScan, SilverSource, Start
+from goldstream.source.reader import SilverSource, Start
 from goldstream.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -132,13 +132,16 @@ class Stream:
         if batch is None:
             return False
         t_log = time.perf_counter()
-        # The one pass over the rows, shared by the queries: rows stream from Parquet into
-        # per-(keys, pane, commit) partials, chunk by chunk; the rest of each query's step
-        # runs on those, once the whole batch is in (the watermark moves per whole commit).
+        # The one pass over the rows, shared by the queries (engine/rowpass.py): rows stream
+        # from Parquet into partials at state grain, chunk by chunk; the rest of each query's
+        # step runs on those, once the whole batch is in (the watermark moves per whole commit).
         active = [run for run in self.runs if batch.last >= run.rebuild_from]
         self._pin_dimensions(batch.first)
         scans = self.source.scans(batch)
-        partials = self.source.reading(batch, lambda: _partials([r.engine for r in active], scans, self.alive))
+        # where the batch will be cut (a query's rebuild part, then its live part)
+        splits = [v for r in active for v in (r.rebuild_from, r.processed + 1)]
+        partials = self.source.reading(batch, lambda: batch_partials(
+            [r.engine for r in active], scans, batch.first, batch.last, splits, self.alive))
         t_read = time.perf_counter()
         self.alive()
         durations = {"latestOffset": (t_log - t0) * 1000, "getBatch": (t_read - t_log) * 1000}
@@ -170,20 +173,6 @@ class Stream:
             latest = self.source.latest_version()
             self._latest = (time.monotonic(), latest)
         return read if latest is None else max(latest, read)
-
-
-def _partials(engines: list[WindowedAggregation], scans: list[BatchScan],
-              alive: Callable[[], None]) -> list[pl.DataFrame]:
-    """Each engine's commit partials of a batch read in chunks: one chunk at a time is
-    streamed from Parquet, and its partials are folded into those of the chunks before
-    (each chunk read is a sign of progress)."""
-    out: list[pl.DataFrame] | None = None
-    for scan in scans:
-        chunk = commit_partials(engines, scan.rows, scan.unit, scan.resolve)
-        out = chunk if out is None else [e.fold_partials(a, b) for e, a, b in zip(engines, out, chunk)]
-        alive()
-    assert out is not None  # scans() yields at least one chunk
-    return out
 
 
 def _use_snapshot(source: SilverSource, runs: list[QueryRun]) -> None:
