@@ -56,11 +56,12 @@ def test_readme_is_short_and_its_links_resolve() -> None:
         assert (ROOT / target).exists(), f"README links to {target}, which does not exist"
 
 
-def test_readme_query_is_the_shipped_one() -> None:
-    toml = re.search(r"```toml\n(.*?)```", README.read_text(), re.S)
-    assert toml is not None
-    shipped = (ROOT / "config.example.toml").read_text()
-    assert toml.group(1) in shipped, "the README's query differs from config.example.toml"
+def test_readme_queries_are_the_shipped_ones() -> None:
+    """The TOML form from config.example.toml, its SQL twin from examples/seed.toml."""
+    blocks = re.findall(r"```toml\n(.*?)```", README.read_text(), re.S)
+    assert len(blocks) == 2
+    for block, shipped in zip(blocks, ["config.example.toml", "examples/seed.toml"]):
+        assert block in (ROOT / shipped).read_text(), f"the README's query differs from {shipped}"
 
 
 def test_readme_commands_in_order_on_a_fresh_checkout(tmp_path: Path) -> None:
