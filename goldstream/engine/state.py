@@ -217,7 +217,7 @@ class WindowedAggregation:
         return self.aggs.merge(both, group, *extra).select(both.columns).cast(both.schema)
 
     def process_partials(self, partials: Partials, rows: pl.LazyFrame | None = None) -> StepResult:
-        """Take in the commit partials of whole new commits (see commit_partials_plan) and
+        """Take in the commit partials of whole new commits (engine/rowpass.py) and
         return the windows they closed. `rows` (the same commits' rows, lazily) is read
         again only to hand dropped rows to an optional late table; None skips that."""
         result = self._take_in(partials, rows)
